@@ -1,0 +1,51 @@
+# One-command set-up, run and test. Plain commands are in README.md.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SHARED ?= $(abspath ../shared)
+
+.PHONY: setup setup-browser run test test-fast lint format reproduce report benchmark clean
+
+setup: $(BIN)/streamlit setup-browser  ## create .venv and install everything (Python deps + Chromium)
+
+$(BIN)/streamlit: requirements.txt requirements-medmnist.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -r requirements.txt
+	# medmnist's own dependencies pull ~2.7 GB of CUDA torch; we only need its INFO and evaluator
+	$(BIN)/pip install --no-deps -r requirements-medmnist.txt
+	touch $@
+
+setup-browser:  ## Debian's Chromium for the real-browser tests (needs root or sudo)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
+
+run:  ## start the app on http://127.0.0.1:8501
+	$(BIN)/streamlit run app/Home.py
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format:
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: lint  ## lint + the whole suite (slow and browser tests included)
+	$(BIN)/python -m pytest -q --timeout=900
+
+test-fast: ## skip training/browser tests while iterating
+	$(BIN)/python -m pytest -q -m "not slow and not browser"
+
+reproduce:  ## rerun every experiment from nothing and regenerate docs/RESULTS.md
+	$(BIN)/python -m benchmarks.reproduce
+
+report:
+	$(BIN)/python -m benchmarks.report
+
+benchmark:
+	$(BIN)/python -m benchmarks.run
+
+clean:
+	rm -rf .pytest_cache .ruff_cache test-artifacts var

@@ -1,0 +1,163 @@
+"""Settings (environment variables with working defaults) and validated run configurations."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+MODEL_FAMILIES: tuple[str, ...] = ("cnn3d", "cnn2d", "vgg16", "resnet")
+LR_SCHEDULES: tuple[str, ...] = ("plateau", "cosine", "constant")
+VGG16_BLOCKS = 5
+
+
+def medmnist_root() -> Path:
+    """Folder holding the MedMNIST ``.npz`` files (``MEDMNIST_ROOT``, default ``~/.medmnist``)."""
+    return Path(os.environ.get("MEDMNIST_ROOT") or Path.home() / ".medmnist").expanduser()
+
+
+def vgg16_weights() -> str:
+    """ImageNet VGG16 no-top weights: a local file from ``VGG16_WEIGHTS`` or ``"imagenet"``.
+
+    Raises:
+        FileNotFoundError: ``VGG16_WEIGHTS`` names a file that does not exist.
+    """
+    value = os.environ.get("VGG16_WEIGHTS", "").strip()
+    if not value or value == "imagenet":
+        return "imagenet"
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"VGG16_WEIGHTS points to {path}, which does not exist.\n"
+            "  1. Download vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 (Keras applications).\n"
+            "  2. Set VGG16_WEIGHTS to its full path, or unset VGG16_WEIGHTS to let Keras download it."
+        )
+    return str(path)
+
+
+def trained_models_dir() -> Path:
+    """The model registry (``TRAINED_MODELS_DIR``, default ``<repo>/trained_models``)."""
+    value = os.environ.get("TRAINED_MODELS_DIR")
+    return Path(value).expanduser() if value else REPO_ROOT / "trained_models"
+
+
+def jobs_db() -> Path:
+    """SQLite file of the training job queue (``JOBS_DB``, default ``<repo>/var/jobs.sqlite``)."""
+    value = os.environ.get("JOBS_DB")
+    return Path(value).expanduser() if value else REPO_ROOT / "var" / "jobs.sqlite"
+
+
+def _check(condition: bool, field: str, value: Any, expected: str) -> None:
+    if not condition:
+        raise ValueError(f"{field}={value!r} is invalid: expected {expected}.")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines one training run. Serialised into the run's ``config.json``.
+
+    Attributes:
+        dataset: MedMNIST flag, e.g. ``"retinamnist"`` or ``"adrenalmnist3d"``.
+        model: model family, one of ``MODEL_FAMILIES``.
+        size: image size of the data file (28, 64, 128, 224 for 2D; 28, 64 for 3D).
+        epochs: maximum number of epochs (early stopping may end earlier).
+        batch_size: mini-batch size.
+        learning_rate: initial learning rate of Adam.
+        augment: augment the training split (never val/test).
+        fine_tune_blocks: VGG16 only: how many of the last conv blocks train (0 = frozen).
+        seed: seeds Python, NumPy and TensorFlow, and the shuffling/augmentation streams.
+        patience: epochs without a val-AUC improvement before stopping.
+        min_epochs: patience only starts counting after this many epochs (tiny val splits are noisy).
+        lr_schedule: ``"plateau"`` (halve on val-AUC plateau), ``"cosine"`` or ``"constant"``.
+        class_weights: weight the loss by inverse class frequency (single-label tasks).
+        input_size: VGG16 only: side the images are resized to in-graph (default 32).
+        name: run-directory name; generated when None.
+    """
+
+    dataset: str
+    model: str
+    size: int = 28
+    epochs: int = 50
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    augment: bool = False
+    fine_tune_blocks: int = 0
+    seed: int = 0
+    patience: int = 10
+    min_epochs: int = 0
+    lr_schedule: str = "plateau"
+    class_weights: bool = False
+    input_size: int | None = None
+    name: str | None = None
+
+    def validate(self) -> TrainConfig:
+        """Check every field; return self so calls chain.
+
+        Raises:
+            ValueError: naming the first invalid field and the value received.
+        """
+        from core import info
+
+        info.dataset_info(self.dataset)  # raises with the list of flags
+        _check(self.model in MODEL_FAMILIES, "model", self.model, f"one of {MODEL_FAMILIES}")
+        _check(self.size in info.sizes(self.dataset), "size", self.size,
+               f"one of {info.sizes(self.dataset)} for {self.dataset}")
+        is3d = info.is_3d(self.dataset)
+        if self.model == "cnn3d" and not is3d:
+            raise ValueError(f"model='cnn3d' needs a 3D dataset; {self.dataset!r} is 2D.")
+        if self.model in ("cnn2d", "vgg16") and is3d:
+            raise ValueError(f"model={self.model!r} is 2D; {self.dataset!r} is a 3D dataset.")
+        _check(isinstance(self.epochs, int) and 1 <= self.epochs <= 1000, "epochs", self.epochs,
+               "an integer in 1..1000")
+        _check(isinstance(self.batch_size, int) and 1 <= self.batch_size <= 4096, "batch_size",
+               self.batch_size, "an integer in 1..4096")
+        _check(isinstance(self.learning_rate, int | float) and 0 < self.learning_rate <= 1,
+               "learning_rate", self.learning_rate, "a number in (0, 1]")
+        _check(isinstance(self.fine_tune_blocks, int)
+               and 0 <= self.fine_tune_blocks <= VGG16_BLOCKS,
+               "fine_tune_blocks", self.fine_tune_blocks, f"an integer in 0..{VGG16_BLOCKS}")
+        if self.fine_tune_blocks and self.model != "vgg16":
+            raise ValueError("fine_tune_blocks only applies to model='vgg16'.")
+        _check(isinstance(self.seed, int) and 0 <= self.seed < 2**31, "seed", self.seed,
+               "an integer in 0..2**31-1")
+        _check(isinstance(self.patience, int) and self.patience >= 1, "patience", self.patience,
+               "an integer >= 1")
+        _check(isinstance(self.min_epochs, int) and self.min_epochs >= 0, "min_epochs",
+               self.min_epochs, "an integer >= 0")
+        _check(self.lr_schedule in LR_SCHEDULES, "lr_schedule", self.lr_schedule,
+               f"one of {LR_SCHEDULES}")
+        if self.input_size is not None:
+            _check(self.model == "vgg16" and isinstance(self.input_size, int)
+                   and 32 <= self.input_size <= 224, "input_size", self.input_size,
+                   "an integer in 32..224, for model='vgg16' only")
+        if self.name is not None:
+            from core.registry import validate_run_name
+
+            validate_run_name(self.name)
+        return self
+
+    @property
+    def effective_input_size(self) -> int | None:
+        """Side of the VGG16 input (VGG16 needs at least 32 px), None for other families."""
+        if self.model != "vgg16":
+            return None
+        return self.input_size or max(32, self.size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build from a dict, ignoring keys that are not config fields (run metadata)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown_required = {"dataset", "model"} - set(data)
+        if unknown_required:
+            raise ValueError(f"config is missing {sorted(unknown_required)}")
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,189 @@
+"""Dataset facts, taken only from ``medmnist.INFO``, plus the published benchmark table.
+
+``medmnist/__init__.py`` imports its torch-based dataset classes (and prints a warning when torch
+is missing), and its evaluator pulls in pandas and scikit-learn. The app's Home page only needs
+INFO, so ``info.py`` is loaded straight from its file: no torch, no sklearn, no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+SIZES_2D: tuple[int, ...] = (28, 64, 128, 224)
+SIZES_3D: tuple[int, ...] = (28, 64)
+
+# Shape-mask 3D datasets are binary voxel masks (0/255), not CT intensities (DESIGN.md §3).
+_SHAPE_MASK_3D = {"adrenalmnist3d", "vesselmnist3d"}
+
+
+def _load_medmnist_module(name: str) -> ModuleType:
+    """Import ``medmnist.<name>`` from its file without running ``medmnist/__init__.py``."""
+    full = f"medmnist.{name}"
+    if full in sys.modules:
+        return sys.modules[full]
+    package = sys.modules.get("medmnist")
+    spec = getattr(package, "__spec__", None) or importlib.util.find_spec("medmnist")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            "medmnist is not installed.\n"
+            "  1. Run `make setup` (or `pip install --no-deps medmnist==3.0.2`)."
+        )
+    if package is None:
+        # A bare package object so that `from medmnist.info import INFO` inside medmnist's own
+        # modules resolves without executing medmnist/__init__.py (which wants torch).
+        package = ModuleType("medmnist")
+        package.__spec__ = spec
+        package.__path__ = list(spec.submodule_search_locations)
+        sys.modules["medmnist"] = package
+    path = Path(list(spec.submodule_search_locations)[0]) / f"{name}.py"
+    module_spec = importlib.util.spec_from_file_location(full, path)
+    module = importlib.util.module_from_spec(module_spec)
+    assert module_spec.loader is not None
+    sys.modules[full] = module
+    module_spec.loader.exec_module(module)
+    return module
+
+
+INFO: dict[str, dict[str, Any]] = _load_medmnist_module("info").INFO
+FLAGS: tuple[str, ...] = tuple(INFO)
+
+# MedMNIST v2 (Sci Data 2023) test AUC/ACC and MedMNIST+ VGG16 (DESIGN.md §4). Data, not prose:
+# pages and reports read it from here.
+PUBLISHED: dict[str, list[dict[str, Any]]] = {
+    "retinamnist": [
+        {"method": "ResNet-18 (28)", "auc": 0.717, "acc": 0.524},
+        {"method": "ResNet-50 (28)", "auc": 0.726, "acc": 0.528},
+        {"method": "auto-sklearn", "auc": 0.690, "acc": 0.515},
+        {"method": "AutoKeras", "auc": 0.719, "acc": 0.503},
+        {"method": "Google AutoML Vision", "auc": 0.750, "acc": 0.531},
+        {"method": "MedMNIST+ VGG16 (28, padded to 224)", "auc": 0.7535, "acc": 0.5417},
+    ],
+    "chestmnist": [
+        {"method": "ResNet-18 (28)", "auc": 0.768, "acc": 0.947},
+        {"method": "ResNet-50 (28)", "auc": 0.769, "acc": 0.947},
+        {"method": "auto-sklearn", "auc": 0.649, "acc": 0.779},
+        {"method": "AutoKeras", "auc": 0.742, "acc": 0.937},
+        {"method": "Google AutoML Vision", "auc": 0.778, "acc": 0.948},
+        {"method": "MedMNIST+ VGG16 (28, padded to 224)", "auc": 0.7616, "acc": 0.9479},
+    ],
+    "adrenalmnist3d": [
+        {"method": "ResNet-18 + 3D", "auc": 0.827, "acc": 0.721},
+        {"method": "ResNet-50 + 3D", "auc": 0.828, "acc": 0.745},
+        {"method": "ResNet-18 + ACS", "auc": 0.839, "acc": 0.754},
+        {"method": "auto-sklearn", "auc": 0.828, "acc": 0.802},
+        {"method": "AutoKeras", "auc": 0.804, "acc": 0.705},
+    ],
+    "nodulemnist3d": [
+        {"method": "ResNet-18 + 3D", "auc": 0.863, "acc": 0.844},
+        {"method": "ResNet-50 + 3D", "auc": 0.875, "acc": 0.847},
+        {"method": "ResNet-18 + ACS", "auc": 0.873, "acc": 0.847},
+        {"method": "auto-sklearn", "auc": 0.914, "acc": 0.874},
+        {"method": "AutoKeras", "auc": 0.844, "acc": 0.834},
+    ],
+}
+
+
+def dataset_info(flag: str) -> dict[str, Any]:
+    """INFO entry of a MedMNIST flag.
+
+    Raises:
+        ValueError: unknown flag (the message lists the known ones).
+    """
+    if flag not in INFO:
+        raise ValueError(f"unknown MedMNIST dataset {flag!r}; known: {', '.join(FLAGS)}")
+    return INFO[flag]
+
+
+def is_3d(flag: str) -> bool:
+    dataset_info(flag)
+    return flag.endswith("3d")
+
+
+def task(flag: str) -> str:
+    return dataset_info(flag)["task"]
+
+
+def is_multilabel(flag: str) -> bool:
+    return task(flag).startswith("multi-label")
+
+
+def label_names(flag: str) -> list[str]:
+    """Class (or label) names ordered by index, as INFO gives them."""
+    labels = dataset_info(flag)["label"]
+    return [labels[str(i)] for i in range(len(labels))]
+
+
+def num_classes(flag: str) -> int:
+    """Output units of a model for this dataset (binary tasks use a 2-way softmax)."""
+    return max(2, len(label_names(flag)))
+
+
+def n_channels(flag: str) -> int:
+    return int(dataset_info(flag)["n_channels"])
+
+
+def n_samples(flag: str) -> dict[str, int]:
+    return dict(dataset_info(flag)["n_samples"])
+
+
+def sizes(flag: str) -> tuple[int, ...]:
+    """Image sizes MedMNIST publishes for the flag (those with a URL in INFO)."""
+    meta = dataset_info(flag)
+    candidates = SIZES_3D if is_3d(flag) else SIZES_2D
+    return tuple(s for s in candidates if s == 28 or meta.get(f"url_{s}"))
+
+
+def _check_size(flag: str, size: int) -> None:
+    if size not in sizes(flag):
+        raise ValueError(f"{flag} has no size {size!r}; available: {sizes(flag)}")
+
+
+def file_name(flag: str, size: int = 28) -> str:
+    _check_size(flag, size)
+    return f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz"
+
+
+def url(flag: str, size: int = 28) -> str:
+    _check_size(flag, size)
+    return dataset_info(flag)["url" if size == 28 else f"url_{size}"]
+
+
+def expected_md5(flag: str, size: int = 28) -> str:
+    _check_size(flag, size)
+    return dataset_info(flag)["MD5" if size == 28 else f"MD5_{size}"]
+
+
+def modality_note(flag: str) -> str:
+    """What the voxel values mean, so a clinician does not read masks as intensities."""
+    if not is_3d(flag):
+        return "2D image"
+    if flag in _SHAPE_MASK_3D:
+        return "binary shape mask (0/255), not CT intensity"
+    return "CT intensity"
+
+
+def python_class(flag: str) -> str:
+    return dataset_info(flag)["python_class"]
+
+
+def best_published(flag: str) -> dict[str, tuple[float, str]] | None:
+    """Best published test AUC and ACC with the method that reached each, or None."""
+    rows = PUBLISHED.get(flag)
+    if not rows:
+        return None
+    best_auc = max(rows, key=lambda r: r["auc"])
+    best_acc = max(rows, key=lambda r: r["acc"])
+    return {"auc": (best_auc["auc"], best_auc["method"]), "acc": (best_acc["acc"], best_acc["method"])}
+
+
+@cache
+def evaluator_functions() -> tuple[Any, Any]:
+    """medmnist's own ``getAUC``/``getACC`` (imports scikit-learn and pandas on first use)."""
+    module = _load_medmnist_module("evaluator")
+    return module.getAUC, module.getACC

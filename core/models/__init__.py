@@ -1,0 +1,66 @@
+"""Model families, one builder each, listed in one table."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import tf_keras as keras
+
+from core import info
+from core.models.cnn2d import build_cnn2d
+from core.models.cnn3d import build_cnn3d
+from core.models.layers import MULTI_LABEL, MaxPool3DBuiltin
+from core.models.resnet import build_resnet
+from core.models.vgg16_transfer import build_vgg16
+
+BUILDERS: dict[str, Callable[..., keras.Model]] = {
+    "cnn3d": build_cnn3d,
+    "cnn2d": build_cnn2d,
+    "vgg16": build_vgg16,
+    "resnet": build_resnet,
+}
+
+CUSTOM_OBJECTS = {"MaxPool3DBuiltin": MaxPool3DBuiltin}
+
+__all__ = ["BUILDERS", "CUSTOM_OBJECTS", "build_model", "prepare_input", "input_shape_for",
+           "compile_model", "MaxPool3DBuiltin"]
+
+
+def build_model(family: str, input_shape: tuple[int, ...], num_classes: int, task: str,
+                **kwargs: Any) -> keras.Model:
+    """Build a model of ``family`` (one of ``BUILDERS``).
+
+    Raises:
+        ValueError: unknown family (the message lists the families).
+    """
+    if family not in BUILDERS:
+        raise ValueError(f"model family {family!r} is not supported; choose one of "
+                         f"{', '.join(BUILDERS)}")
+    return BUILDERS[family](tuple(input_shape), num_classes, task, **kwargs)
+
+
+def prepare_input(family: str, x: np.ndarray) -> np.ndarray:
+    """Convert ``core.data.load_split`` output to what the family expects (VGG16: RGB)."""
+    if family == "vgg16":
+        from core.data import to_rgb
+
+        return to_rgb(x)
+    return x
+
+
+def input_shape_for(family: str, flag: str, size: int = 28) -> tuple[int, ...]:
+    """Model input shape for a dataset at a given size."""
+    if info.is_3d(flag):
+        return (size, size, size, 1)
+    channels = 3 if family == "vgg16" else info.n_channels(flag)
+    return (size, size, channels)
+
+
+def compile_model(model: keras.Model, task: str, learning_rate: float = 1e-3) -> keras.Model:
+    """Adam + the task's loss: binary cross-entropy per label, else sparse categorical."""
+    loss = ("binary_crossentropy" if task == MULTI_LABEL
+            else keras.losses.SparseCategoricalCrossentropy())
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss)
+    return model

@@ -1,0 +1,692 @@
+"""Deployment quantization: TFLite conversion per mode, and the size/accuracy/latency table.
+
+Modes (one validated set, :data:`MODES`):
+    dynamic  post-training dynamic range: int8 weights, float activations
+    int8     post-training full integer: int8 weights and activations, int8 input and output;
+             needs a representative dataset from the training split
+    float16  float16 weights (half the size, float compute)
+    qat      tfmot quantization-aware fine-tuning, then full-integer conversion
+
+3D models: TFLite has no integer ``CONV_3D`` kernel, so int8/qat models keep those ops in float32
+between QUANTIZE/DEQUANTIZE ops. ``TFLiteModel.op_summary()`` reports which ops stay float and
+the results JSON carries that note; nothing crashes. tfmot has no QAT config for ``Conv3D``, the
+builtin-op 3D pooling layer, ``Resizing`` or BatchNorm not preceded by a Conv2D/Dense, so they get
+the custom configs below.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import json  # noqa: E402
+import math  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
+from core.tflite_runner import TFLiteModel  # noqa: E402
+
+MODES = ("dynamic", "int8", "float16", "qat")
+MULTI_LABEL = "multi-label, binary-class"
+
+# quantize_run writes a mode's .tflite only below this size, so shipped runs stay lean (VGG16
+# float16 is ~29 MB); every number is recorded in results.json either way.
+DEFAULT_MAX_FILE_BYTES = 16 * 1024 * 1024
+
+
+def validate_mode(mode: str) -> str:
+    """Return ``mode`` if it is one of :data:`MODES`, else raise ``ValueError`` listing them."""
+    if mode not in MODES:
+        raise ValueError(
+            f"quantization mode {mode!r} is not supported; choose one of {', '.join(MODES)}"
+        )
+    return mode
+
+
+# --------------------------------------------------------------------------------------------
+# Conversion
+# --------------------------------------------------------------------------------------------
+def _representative(data: Any, limit: int) -> Callable[[], Any]:
+    arr = np.asarray(data, np.float32)
+    if arr.ndim < 2 or len(arr) == 0:
+        raise ValueError(f"representative_data must be a non-empty batch, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("representative_data contains NaN or infinite values")
+    arr = arr[:limit]
+
+    def gen():
+        for i in range(len(arr)):
+            yield [arr[i : i + 1]]
+
+    return gen
+
+
+def _converter(model: keras.Model) -> tf.lite.TFLiteConverter:
+    # A concrete function with a free batch axis gives the interpreter a resizable batch
+    # (shape_signature[0] == -1), so predict() can run whole batches.
+    spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
+    fn = tf.function(lambda t: model(t, training=False)).get_concrete_function(spec)
+    return tf.lite.TFLiteConverter.from_concrete_functions([fn], model)
+
+
+def _convert(
+    model: keras.Model,
+    mode: str | None,
+    representative_data: Any = None,
+    num_calibration: int = 200,
+) -> bytes:
+    converter = _converter(model)
+    if mode is None:  # plain float32 TFLite, the baseline for sizes
+        return converter.convert()
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif mode in ("int8", "qat"):
+        if representative_data is not None:
+            converter.representative_dataset = _representative(
+                representative_data, num_calibration
+            )
+        # Builtin int8 kernels only; ops without one (CONV_3D) stay float32 between
+        # QUANTIZE/DEQUANTIZE, which the converter does by itself and op_summary reports.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+def quantize(
+    model: keras.Model,
+    mode: str,
+    representative_data: Any = None,
+    *,
+    train_data: tuple[np.ndarray, np.ndarray] | None = None,
+    epochs: int = 1,
+    batch_size: int = 32,
+    learning_rate: float = 1e-4,
+    task: str | None = None,
+    num_calibration: int = 200,
+) -> bytes:
+    """Convert a Keras model to a TFLite flatbuffer in one of :data:`MODES`.
+
+    Args:
+        model: A flat tf-keras model (the trained float model; it is not modified).
+        mode: One of :data:`MODES`.
+        representative_data: Model-ready training inputs ``(N, ...)`` for calibration; required
+            for ``int8`` and ``qat``. Up to ``num_calibration`` samples are used.
+        train_data: ``(x, y)`` for the QAT fine-tune; without it QAT only calibrates its
+            ranges on ``representative_data``.
+        epochs: QAT fine-tune epochs.
+        batch_size: QAT fine-tune batch size.
+        learning_rate: QAT fine-tune learning rate (small: the float weights are already good).
+        task: medmnist task string for the QAT loss (default: inferred from the output layer).
+        num_calibration: Samples used for calibration.
+
+    Returns:
+        The ``.tflite`` flatbuffer bytes.
+
+    Raises:
+        ValueError: Unknown mode, or missing/invalid representative data.
+    """
+    validate_mode(mode)
+    if mode in ("int8", "qat") and representative_data is None:
+        raise ValueError(
+            f"mode {mode!r} needs representative_data: pass ~100-500 model-ready samples from "
+            "the training split (e.g. x_train[:200]) so activation ranges can be calibrated"
+        )
+    if mode == "qat":
+        qat_model = quantization_aware_model(
+            model,
+            representative_data,
+            train_data=train_data,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            task=task,
+            num_calibration=num_calibration,
+        )
+        return _convert(qat_model, "qat", representative_data, num_calibration)
+    return _convert(model, mode, representative_data, num_calibration)
+
+
+# --------------------------------------------------------------------------------------------
+# Quantization-aware training (tfmot)
+# --------------------------------------------------------------------------------------------
+def _qat_configs() -> dict[str, type]:
+    """QuantizeConfigs for layers tfmot's default 8-bit registry does not know."""
+    import tensorflow_model_optimization as tfmot
+
+    quantizers = tfmot.quantization.keras.quantizers
+    base = tfmot.quantization.keras.QuantizeConfig
+
+    class KernelQuantizeConfig(base):
+        """Per-tensor symmetric int8 kernel + quantized output (Conv3D and other kernels).
+
+        Per-tensor, because tfmot's per-channel weight quantizer only handles 2D kernels.
+        """
+
+        def get_weights_and_quantizers(self, layer):
+            return [
+                (
+                    layer.kernel,
+                    quantizers.LastValueQuantizer(
+                        num_bits=8, per_axis=False, symmetric=True, narrow_range=True
+                    ),
+                )
+            ]
+
+        def get_activations_and_quantizers(self, layer):
+            return []
+
+        def set_quantize_weights(self, layer, quantize_weights):
+            layer.kernel = quantize_weights[0]
+
+        def set_quantize_activations(self, layer, quantize_activations):
+            pass
+
+        def get_output_quantizers(self, layer):
+            return [
+                quantizers.MovingAverageQuantizer(
+                    num_bits=8, per_axis=False, symmetric=False, narrow_range=False
+                )
+            ]
+
+        def get_config(self):
+            return {}
+
+    class OutputQuantizeConfig(base):
+        """No weights; quantize the output (pooling, resizing, stray BatchNorm)."""
+
+        def get_weights_and_quantizers(self, layer):
+            return []
+
+        def get_activations_and_quantizers(self, layer):
+            return []
+
+        def set_quantize_weights(self, layer, quantize_weights):
+            pass
+
+        def set_quantize_activations(self, layer, quantize_activations):
+            pass
+
+        def get_output_quantizers(self, layer):
+            return [
+                quantizers.MovingAverageQuantizer(
+                    num_bits=8, per_axis=False, symmetric=False, narrow_range=False
+                )
+            ]
+
+        def get_config(self):
+            return {}
+
+    return {
+        "KernelQuantizeConfig": KernelQuantizeConfig,
+        "OutputQuantizeConfig": OutputQuantizeConfig,
+    }
+
+
+_CONFIGS: dict[str, type] = {}
+
+
+def _configs() -> dict[str, type]:
+    if not _CONFIGS:
+        _CONFIGS.update(_qat_configs())
+    return _CONFIGS
+
+
+def _inbound_layers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
+    nodes = getattr(layer, "_inbound_nodes", [])
+    if not nodes:
+        return []
+    inbound = nodes[0].inbound_layers
+    return list(inbound) if isinstance(inbound, list | tuple) else [inbound]
+
+
+def _annotate(model: keras.Model) -> keras.Model:
+    """Annotate every layer for QAT, with custom configs where tfmot has none."""
+    import tensorflow_model_optimization as tfmot
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_registry as registry_mod,
+    )
+
+    registry = registry_mod.Default8BitQuantizeRegistry()
+    configs = _configs()
+    annotate = tfmot.quantization.keras.quantize_annotate_layer
+    nested = [layer.name for layer in model.layers if isinstance(layer, keras.Model)]
+    if nested:
+        raise ValueError(
+            f"QAT needs a flat model; {model.name!r} contains nested model(s) {nested}. Build it "
+            "flat (e.g. VGG16(include_top=False, input_tensor=x))."
+        )
+    # tfmot's layout transforms fold BatchNorm into a preceding Conv2D/Dense; any other BatchNorm
+    # (after Conv3D, or after pooling in a head) needs its own config.
+    foldable = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+    plan: dict[str, Any] = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        if isinstance(layer, keras.layers.BatchNormalization):
+            inbound = _inbound_layers(layer)
+            folds = len(inbound) == 1 and isinstance(inbound[0], foldable)
+            plan[layer.name] = None if folds else configs["OutputQuantizeConfig"]()
+        elif registry.supports(layer):
+            plan[layer.name] = None
+        elif hasattr(layer, "kernel"):
+            plan[layer.name] = configs["KernelQuantizeConfig"]()
+        else:
+            plan[layer.name] = configs["OutputQuantizeConfig"]()
+
+    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+        new = layer.__class__.from_config(layer.get_config())
+        if layer.name not in plan:
+            return new
+        return annotate(new, quantize_config=plan[layer.name])
+
+    annotated = keras.models.clone_model(model, clone_function=clone)
+    annotated.set_weights(model.get_weights())
+    return annotated
+
+
+def _custom_objects(model: keras.Model) -> dict[str, Any]:
+    objects = dict(_configs())
+    for layer in model.layers:
+        cls = type(layer)
+        if not cls.__module__.startswith(("tf_keras", "keras", "tensorflow")):
+            objects[cls.__name__] = cls
+    return objects
+
+
+def _infer_task(model: keras.Model) -> str:
+    activation = getattr(model.layers[-1], "activation", None)
+    name = getattr(activation, "__name__", "")
+    return MULTI_LABEL if name == "sigmoid" else "multi-class"
+
+
+def _set_dropout(model: keras.Model, rates: dict[str, float] | None) -> dict[str, float]:
+    old = {}
+    for layer in model.layers:
+        inner = getattr(layer, "layer", layer)
+        if isinstance(inner, keras.layers.Dropout):
+            old[layer.name] = inner.rate
+            inner.rate = 0.0 if rates is None else rates[layer.name]
+    return old
+
+
+def quantization_aware_model(
+    model: keras.Model,
+    representative_data: Any,
+    *,
+    train_data: tuple[np.ndarray, np.ndarray] | None = None,
+    epochs: int = 1,
+    batch_size: int = 32,
+    learning_rate: float = 1e-4,
+    task: str | None = None,
+    num_calibration: int = 200,
+) -> keras.Model:
+    """The tfmot fake-quantized copy of ``model``, calibrated and optionally fine-tuned.
+
+    BatchNorm statistics are frozen throughout: with live batch statistics a short fine-tune
+    shifted them away from the float model's (RetinaMNIST cnn2d lost 0.047 AUC; frozen, 0.004).
+
+    Args:
+        model: The trained float model (not modified).
+        representative_data: Model-ready inputs used to calibrate activation ranges.
+        train_data: ``(x, y)`` for a short fine-tune; ``None`` skips it.
+        epochs: Fine-tune epochs.
+        batch_size: Fine-tune and calibration batch size.
+        learning_rate: Fine-tune learning rate.
+        task: medmnist task string (default: inferred from the output activation).
+        num_calibration: Samples used for calibration.
+
+    Returns:
+        The QAT Keras model (convert it with full-integer TFLite conversion).
+    """
+    import tensorflow_model_optimization as tfmot
+
+    annotated = _annotate(model)
+    with tfmot.quantization.keras.quantize_scope(_custom_objects(model)):
+        qat = tfmot.quantization.keras.quantize_apply(annotated)
+    for layer in qat.layers:
+        inner = getattr(layer, "layer", layer)
+        if isinstance(inner, keras.layers.BatchNormalization):
+            # trainable=False makes tf-keras BatchNorm run in inference mode even when training.
+            inner.trainable = False
+
+    # Calibrate the moving-average ranges (they start at [-6, 6]) with training=True, which is
+    # what updates them; dropout is disabled so the ranges match inference.
+    calib = np.asarray(representative_data, np.float32)[:num_calibration]
+    rates = _set_dropout(qat, None)
+    try:
+        for start in range(0, len(calib), batch_size):
+            qat(tf.constant(calib[start : start + batch_size]), training=True)
+    finally:
+        _set_dropout(qat, rates)
+
+    if train_data is not None and epochs > 0:
+        x, y = train_data
+        task = task or _infer_task(model)
+        loss = (
+            keras.losses.BinaryCrossentropy()
+            if task == MULTI_LABEL
+            else keras.losses.SparseCategoricalCrossentropy()
+        )
+        qat.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss)
+        qat.fit(
+            np.asarray(x, np.float32),
+            np.asarray(y),
+            epochs=epochs,
+            batch_size=batch_size,
+            shuffle=True,
+            verbose=0,
+        )
+    return qat
+
+
+# --------------------------------------------------------------------------------------------
+# Comparison table
+# --------------------------------------------------------------------------------------------
+def keras_latency_ms(model: keras.Model, x: np.ndarray, runs: int = 50, warmup: int = 5) -> float:
+    """Median batch-1 latency of the float Keras model under ``tf.function``, in ms."""
+    spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
+    call = tf.function(lambda t: model(t, training=False), input_signature=[spec])
+    sample = tf.constant(np.asarray(x, np.float32)[:1])
+    times = []
+    for i in range(warmup + runs):
+        start = time.perf_counter()
+        call(sample).numpy()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000.0)
+
+
+def _agreement(a: np.ndarray, b: np.ndarray, task: str) -> float:
+    if task == MULTI_LABEL:
+        return float(np.mean((a > 0.5) == (b > 0.5)))
+    return float(np.mean(np.argmax(a, axis=-1) == np.argmax(b, axis=-1)))
+
+
+def _finite(value: float) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _occlusion_patch(spatial: Sequence[int]) -> int:
+    return max(2, min(spatial) // 7)
+
+
+def _notes(ops: dict[str, Any], mode: str) -> list[str]:
+    notes = []
+    conv3d = ops["float_ops"].get("CONV_3D", 0)
+    if conv3d and mode in ("int8", "qat"):
+        notes.append(
+            f"{conv3d} CONV_3D op(s) stay float32: TFLite has no integer Conv3D kernel, so the "
+            "model quantizes/dequantizes around them (weights still stored as float32)"
+        )
+    other = {k: v for k, v in ops["float_ops"].items() if k not in ("CONV_3D", "DELEGATE")}
+    if mode in ("int8", "qat") and other:
+        notes.append(f"other float ops: {other}")
+    if mode == "dynamic":
+        notes.append("dynamic range: int8 weights, activations computed in float")
+    if mode == "float16":
+        notes.append("float16 weights, dequantized to float32 at load; compute in float32")
+    return notes
+
+
+def compare_modes(
+    model: keras.Model,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    task: str,
+    representative: np.ndarray,
+    modes: Sequence[str] = MODES,
+    *,
+    train_data: tuple[np.ndarray, np.ndarray] | None = None,
+    qat_epochs: int = 1,
+    occlusion_samples: int = 4,
+    latency_runs: int = 50,
+    on_bytes: Callable[[str, bytes], str | None] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Quantize ``model`` in each mode and measure it against the float model.
+
+    Args:
+        model: The trained float Keras model.
+        x_test: Model-ready test inputs (the full split for reportable numbers).
+        y_test: Test labels ``(N, L)``.
+        task: medmnist task string (selects the official metrics).
+        representative: Model-ready training inputs for calibration.
+        modes: Subset of :data:`MODES`.
+        train_data: ``(x, y)`` for the QAT fine-tune.
+        qat_epochs: QAT fine-tune epochs.
+        occlusion_samples: Test samples on which float and TFLite occlusion maps are compared.
+        latency_runs: Timed batch-1 invocations per model.
+        on_bytes: Called as ``on_bytes(mode, flatbuffer)``; returns where it stored the file
+            (recorded as ``file``) or ``None``.
+        progress: Called with a short status line before each step.
+
+    Returns:
+        ``{"float": {...}, "modes": {mode: {...}}, "task", "n_test"}``; a failed mode holds
+        ``{"ok": False, "error": ...}`` and the others still run.
+    """
+    from core import evaluation
+    from core.explain import keras_predict_fn, occlusion_agreement, occlusion_map
+
+    for mode in modes:
+        validate_mode(mode)
+    say = progress or (lambda _msg: None)
+    x_test = np.asarray(x_test, np.float32)
+    float_predict = keras_predict_fn(model)
+    say("float model")
+    float_scores = float_predict(x_test)
+    float_size = len(_convert(model, None))
+    with tempfile.TemporaryDirectory() as tmp:
+        keras_path = Path(tmp) / "model.keras"
+        model.save(keras_path)
+        keras_size = keras_path.stat().st_size
+    float_metrics = evaluation.evaluate(y_test, float_scores, task)
+    float_latency = keras_latency_ms(model, x_test, runs=latency_runs)
+    rng = np.random.default_rng(0)
+    occ_idx = rng.choice(len(x_test), size=min(occlusion_samples, len(x_test)), replace=False)
+    patch = _occlusion_patch(x_test.shape[1:-1])
+    float_maps = [occlusion_map(float_predict, x_test[i], None, patch=patch) for i in occ_idx]
+    result: dict[str, Any] = {
+        "task": task,
+        "n_test": len(x_test),
+        "float": {
+            "params": int(model.count_params()),
+            "keras_size_bytes": keras_size,
+            "size_bytes": float_size,
+            "test": float_metrics,
+            "latency_ms": float_latency,
+        },
+        "occlusion": {"samples": occ_idx.tolist(), "patch": patch, "stride": patch},
+        "modes": {},
+    }
+    for mode in modes:
+        say(f"{mode}: converting")
+        entry: dict[str, Any] = {"ok": False}
+        try:
+            start = time.perf_counter()
+            flat = quantize(
+                model,
+                mode,
+                representative,
+                train_data=train_data if mode == "qat" else None,
+                epochs=qat_epochs,
+                task=task,
+            )
+            entry["convert_s"] = round(time.perf_counter() - start, 2)
+            runner = TFLiteModel(flat)
+            say(f"{mode}: evaluating")
+            scores = runner.predict(x_test)
+            metrics = evaluation.evaluate(y_test, scores, task)
+            latency = runner.latency_ms(x_test, runs=latency_runs)
+            ops = runner.op_summary()
+            # Explaining the deployed model: occlusion through the interpreter vs the float map.
+            # The class is the float model's prediction so both maps answer the same question.
+            corrs = []
+            for i, fmap in zip(occ_idx, float_maps, strict=True):
+                cls = int(np.argmax(float_scores[i]))
+                qmap = occlusion_map(runner.predict, x_test[i], cls, patch=patch)
+                corrs.append(_finite(occlusion_agreement(fmap, qmap)))
+            valid = [c for c in corrs if c is not None]
+            entry.update(
+                ok=True,
+                size_bytes=len(flat),
+                size_ratio=float_size / len(flat),
+                test=metrics,
+                auc_delta=metrics["auc"] - float_metrics["auc"],
+                acc_delta=metrics["acc"] - float_metrics["acc"],
+                latency_ms=latency,
+                speedup=float_latency / latency if latency > 0 else None,
+                agreement=_agreement(float_scores, scores, task),
+                occlusion_corr=corrs,
+                occlusion_corr_mean=float(np.mean(valid)) if valid else None,
+                ops=ops,
+                notes=_notes(ops, mode),
+                file=on_bytes(mode, flat) if on_bytes else None,
+            )
+        except Exception as exc:  # one failing mode must not hide the others' numbers
+            entry["error"] = f"{type(exc).__name__}: {exc}"[:2000]
+        result["modes"][mode] = entry
+    return result
+
+
+def quantize_run(
+    run_dir: str | Path,
+    modes: Sequence[str] = MODES,
+    *,
+    n_representative: int = 200,
+    qat_epochs: int = 1,
+    qat_train_samples: int | None = None,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    latency_runs: int = 50,
+    data_root: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Quantize a registered run; write ``<run>/quantized/<mode>.tflite`` and ``results.json``.
+
+    Args:
+        run_dir: Run directory (see core.registry).
+        modes: Subset of :data:`MODES`.
+        n_representative: Training samples used for calibration (seeded random subset).
+        qat_epochs: QAT fine-tune epochs on the training split.
+        qat_train_samples: Limit the QAT fine-tune to this many training samples.
+        max_file_bytes: Flatbuffers larger than this are measured but not written.
+        latency_runs: Timed batch-1 invocations per model.
+        data_root: MedMNIST folder (default: the ``MEDMNIST_ROOT`` setting).
+        progress: Status-line callback.
+
+    Returns:
+        The dict written to ``results.json``.
+    """
+    from core import data, info, registry
+    from core.models import prepare_input
+
+    run = Path(run_dir)
+    config = json.loads((run / "config.json").read_text())
+    flag, family, size = config["dataset"], config["model"], int(config.get("size", 28))
+    task = info.task(flag)
+    model = registry.load_model(run, allow_outside=True)
+    x_train, y_train = data.load_split(flag, "train", size, root=data_root)
+    x_test, y_test = data.load_split(flag, "test", size, root=data_root)
+    x_train, x_test = prepare_input(family, x_train), prepare_input(family, x_test)
+    rng = np.random.default_rng(int(config.get("seed", 0)))
+    rep = x_train[rng.choice(len(x_train), min(n_representative, len(x_train)), replace=False)]
+    if qat_train_samples is not None and qat_train_samples < len(x_train):
+        pick = rng.choice(len(x_train), qat_train_samples, replace=False)
+        x_train, y_train = x_train[pick], y_train[pick]
+    out_dir = run / "quantized"
+    out_dir.mkdir(exist_ok=True)
+
+    def store(mode: str, flat: bytes) -> str | None:
+        path = out_dir / f"{mode}.tflite"
+        if len(flat) > max_file_bytes:
+            path.unlink(missing_ok=True)  # never leave a stale file from an earlier run
+            return None
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(flat)
+        os.replace(tmp, path)
+        return f"quantized/{path.name}"
+
+    result = compare_modes(
+        model,
+        x_test,
+        y_test,
+        task,
+        rep,
+        modes,
+        train_data=(x_train, y_train),
+        qat_epochs=qat_epochs,
+        latency_runs=latency_runs,
+        on_bytes=store,
+        progress=progress,
+    )
+    result.update(
+        run=run.name,
+        dataset=flag,
+        model=family,
+        n_representative=len(rep),
+        qat_epochs=qat_epochs,
+        qat_train_samples=len(x_train),
+        max_file_bytes=max_file_bytes,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        versions={"tensorflow": tf.__version__},
+    )
+    registry.write_json_atomic(out_dir / "results.json", result)
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """CLI: ``python -m core.quantize RUN_DIR [--modes dynamic int8 ...]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Quantize a trained run and compare the modes.")
+    parser.add_argument("run_dir")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--qat-epochs", type=int, default=1)
+    parser.add_argument("--qat-train-samples", type=int, default=None)
+    parser.add_argument("--max-file-bytes", type=int, default=DEFAULT_MAX_FILE_BYTES)
+    args = parser.parse_args(argv)
+    result = quantize_run(
+        args.run_dir,
+        args.modes,
+        qat_epochs=args.qat_epochs,
+        qat_train_samples=args.qat_train_samples,
+        max_file_bytes=args.max_file_bytes,
+        progress=lambda msg: print(msg, flush=True),
+    )
+    print(format_table(result))
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """A plain-text table of a :func:`compare_modes` result."""
+    fl = result["float"]
+    rows = [
+        f"{'mode':<9}{'size':>12}{'ratio':>7}{'AUC':>8}{'ACC':>8}{'ms/img':>9}{'speedup':>9}"
+        f"{'agree':>7}{'occ r':>7}",
+        f"{'float':<9}{fl['size_bytes']:>12,}{1.0:>7.2f}{fl['test']['auc']:>8.4f}"
+        f"{fl['test']['acc']:>8.4f}{fl['latency_ms']:>9.2f}{1.0:>9.2f}{1.0:>7.3f}{'':>7}",
+    ]
+    for mode, entry in result["modes"].items():
+        if not entry.get("ok"):
+            rows.append(f"{mode:<9} FAILED: {entry.get('error', '')[:80]}")
+            continue
+        occ = entry.get("occlusion_corr_mean")
+        rows.append(
+            f"{mode:<9}{entry['size_bytes']:>12,}{entry['size_ratio']:>7.2f}"
+            f"{entry['test']['auc']:>8.4f}{entry['test']['acc']:>8.4f}{entry['latency_ms']:>9.2f}"
+            f"{entry['speedup']:>9.2f}{entry['agreement']:>7.3f}"
+            f"{(f'{occ:.3f}' if occ is not None else '-'):>7}"
+        )
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""``python -m core.train``: train, evaluate and save one run; the last line is the run dir."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from core.config import LR_SCHEDULES, MODEL_FAMILIES, TrainConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m core.train", description=__doc__)
+    p.add_argument("--dataset", required=True, help="MedMNIST flag, e.g. retinamnist")
+    p.add_argument("--model", required=True, choices=MODEL_FAMILIES)
+    p.add_argument("--size", type=int, default=28, help="image size of the data file")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False)
+    p.add_argument("--fine-tune-blocks", type=int, default=0, help="VGG16: trainable last blocks")
+    p.add_argument("--input-size", type=int, default=None, help="VGG16: in-graph input side")
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--patience", type=int, default=10)
+    p.add_argument("--min-epochs", type=int, default=0)
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="plateau")
+    p.add_argument("--class-weights", action=argparse.BooleanOptionalAction, default=False)
+    p.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default")
+    p.add_argument("--name", default=None, help="run directory name (default: generated)")
+    p.add_argument("--output", default=None,
+                   help="registry folder (default: TRAINED_MODELS_DIR or trained_models/)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = TrainConfig(dataset=args.dataset, model=args.model, size=args.size, epochs=args.epochs,
+                      batch_size=args.batch_size, learning_rate=args.learning_rate,
+                      augment=args.augment, fine_tune_blocks=args.fine_tune_blocks,
+                      seed=args.seed, patience=args.patience, min_epochs=args.min_epochs,
+                      lr_schedule=args.lr_schedule, class_weights=args.class_weights,
+                      input_size=args.input_size, name=args.name)
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    from tqdm import tqdm
+
+    from core import training
+    from core.data import DataError
+
+    callbacks = []
+    bar = None
+    if not args.no_progress:
+        bar = tqdm(total=cfg.epochs, desc=f"{cfg.model} on {cfg.dataset}", unit="epoch",
+                   file=sys.stderr)
+
+        def on_epoch(p: dict) -> None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{p.get('loss', float('nan')):.4f}",
+                            val_auc=f"{p.get('val_auc', float('nan')):.4f}")
+
+        callbacks.append(training.ProgressCallback(on_epoch, cfg.epochs))
+    try:
+        strategy = training.get_strategy(args.strategy)
+        run_dir = training.run(cfg, output_root=args.output, callbacks=callbacks,
+                               strategy=strategy)
+    except (ValueError, DataError, training.TrainingDiverged) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if bar is not None:
+            bar.close()
+    from core import registry
+
+    metrics = registry.read_json(run_dir, "metrics.json")
+    print(f"val  AUC {metrics['val']['auc']:.4f}  ACC {metrics['val']['acc']:.4f}")
+    print(f"test AUC {metrics['test']['auc']:.4f}  ACC {metrics['test']['acc']:.4f}")
+    print(run_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,293 @@
+"""Compile + fit with early stopping on the official validation AUC, then evaluate and save.
+
+UI progress and cancellation come in as callbacks; the distribution strategy is a parameter, so
+the same code runs on one CPU, several local devices, or several workers (``TF_CONFIG``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from core import data, evaluation, info, registry
+from core.config import TrainConfig
+from core.models import build_model, compile_model, input_shape_for, prepare_input
+
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+class TrainingCancelled(RuntimeError):
+    """Training was cancelled on request; nothing was saved."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/inf; nothing was saved."""
+
+
+@dataclass
+class TrainResult:
+    model: keras.Model
+    history: dict[str, list[float]]
+    best_epoch: int
+    epochs_run: int
+    wall_time_s: float
+    best_val: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class SplitData:
+    """Model-ready arrays of the three splits (``prepare_input`` already applied)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def get_strategy(name: str = "default") -> tf.distribute.Strategy:
+    """A ``tf.distribute`` strategy by name.
+
+    ``multiworker`` reads the cluster from ``TF_CONFIG`` (one JSON per worker, as TensorFlow
+    documents); every worker runs the same command.
+
+    Raises:
+        ValueError: unknown name, or ``multiworker`` without ``TF_CONFIG``.
+    """
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        if not os.environ.get("TF_CONFIG"):
+            raise ValueError(
+                "strategy 'multiworker' needs TF_CONFIG.\n"
+                "  1. On each worker set TF_CONFIG='{\"cluster\": {\"worker\": [\"host1:port\", "
+                "\"host2:port\"]}, \"task\": {\"type\": \"worker\", \"index\": I}}'.\n"
+                "  2. Run the same training command on every worker.")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"strategy {name!r} is not supported; choose one of {STRATEGIES}")
+
+
+def load_data(cfg: TrainConfig, root: str | os.PathLike | None = None) -> SplitData:
+    """The three splits of ``cfg.dataset`` at ``cfg.size``, converted for ``cfg.model``."""
+    arrays = []
+    for split in ("train", "val", "test"):
+        x, y = data.load_split(cfg.dataset, split, cfg.size, root=root)
+        arrays += [prepare_input(cfg.model, x), y]
+    return SplitData(*arrays)
+
+
+class ProgressCallback(keras.callbacks.Callback):
+    """Calls ``fn(dict)`` at the end of every epoch (and ``fn`` with ``batch`` keys if asked)."""
+
+    def __init__(self, fn: Callable[[dict[str, Any]], None], epochs: int | None = None):
+        super().__init__()
+        self.fn = fn
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = dict(logs or {})
+        self.fn({"epoch": epoch + 1, "epochs": self.epochs or self.params.get("epochs"),
+                 **{k: float(v) for k, v in logs.items() if np.isscalar(v)}})
+
+
+class CancelCallback(keras.callbacks.Callback):
+    """Stops training as soon as ``should_cancel()`` is true (checked every few batches)."""
+
+    def __init__(self, should_cancel: Callable[[], bool], every_n_batches: int = 5):
+        super().__init__()
+        self.should_cancel = should_cancel
+        self.every = every_n_batches
+        self.cancelled = False
+
+    def _check(self) -> None:
+        if not self.cancelled and self.should_cancel():
+            self.cancelled = True
+            self.model.stop_training = True
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if batch % self.every == 0:
+            self._check()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._check()
+
+
+class ValidationMonitor(keras.callbacks.Callback):
+    """Official val AUC/ACC per epoch, best weights kept in memory, early stopping, LR schedule.
+
+    Patience only counts after ``min_epochs``: a 98–120 image validation split can peak by
+    chance in epoch 2 and would otherwise end training before the model learned anything.
+    """
+
+    def __init__(self, x_val: np.ndarray, y_val: np.ndarray, task: str, cfg: TrainConfig,
+                 checkpoint: Path | None = None):
+        super().__init__()
+        self.x_val, self.y_val, self.task, self.cfg = x_val, y_val, task, cfg
+        self.checkpoint = checkpoint
+        self.best_auc = -math.inf
+        self.best_epoch = 0
+        self.best_weights: list[np.ndarray] | None = None
+        self.best_val: dict[str, float] = {}
+        self.wait = 0
+        self.plateau_wait = 0
+        self.history: dict[str, list[float]] = {"val_auc": [], "val_acc": [], "lr": []}
+
+    def _set_lr(self, value: float) -> None:
+        self.model.optimizer.learning_rate.assign(value)
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.cfg.lr_schedule == "cosine":
+            progress = epoch / max(1, self.cfg.epochs)
+            self._set_lr(self.cfg.learning_rate * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs if logs is not None else {}
+        scores = evaluation.predict(self.model, self.x_val)
+        metrics = evaluation.evaluate(self.y_val, scores, self.task)
+        lr = float(keras.backend.get_value(self.model.optimizer.learning_rate))
+        logs.update(val_auc=metrics["auc"], val_acc=metrics["acc"], lr=lr)
+        self.history["val_auc"].append(metrics["auc"])
+        self.history["val_acc"].append(metrics["acc"])
+        self.history["lr"].append(lr)
+        if metrics["auc"] > self.best_auc + 1e-6:
+            self.best_auc, self.best_epoch, self.best_val = metrics["auc"], epoch + 1, metrics
+            self.best_weights = self.model.get_weights()
+            self.wait = self.plateau_wait = 0
+            if self.checkpoint is not None:
+                self.model.save_weights(self.checkpoint)
+            return
+        self.plateau_wait += 1
+        if epoch + 1 > self.cfg.min_epochs:
+            self.wait += 1
+        if self.cfg.lr_schedule == "plateau" and self.plateau_wait >= max(2, self.cfg.patience // 2):
+            self._set_lr(max(lr * 0.5, 1e-6))
+            self.plateau_wait = 0
+        if self.wait >= self.cfg.patience:
+            self.model.stop_training = True
+
+
+def _class_weights(y: np.ndarray, task: str) -> dict[int, float] | None:
+    if task == evaluation.MULTI_LABEL:
+        return None
+    counts = np.bincount(y.ravel())
+    weights = len(y) / (len(counts) * np.maximum(counts, 1))
+    return {i: float(w) for i, w in enumerate(weights)}
+
+
+def train(cfg: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (),
+          strategy: tf.distribute.Strategy | None = None, split_data: SplitData | None = None,
+          checkpoint: Path | None = None, verbose: int = 0) -> TrainResult:
+    """Train a model for ``cfg``; return it with the best validation-AUC weights restored.
+
+    Raises:
+        TrainingCancelled: a ``CancelCallback`` fired.
+        TrainingDiverged: the loss became NaN or inf.
+        ValueError: invalid config or non-finite input data.
+    """
+    cfg.validate()
+    keras.utils.set_random_seed(cfg.seed)
+    split_data = split_data or load_data(cfg)
+    for name in ("x_train", "x_val"):
+        if not np.all(np.isfinite(getattr(split_data, name))):
+            raise ValueError(f"{name} contains NaN or inf; refusing to train on it")
+    task = info.task(cfg.dataset)
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        kwargs: dict[str, Any] = {}
+        if cfg.model == "vgg16":
+            kwargs = {"input_size": cfg.effective_input_size,
+                      "fine_tune_blocks": cfg.fine_tune_blocks}
+        model = build_model(cfg.model, split_data.x_train.shape[1:],
+                            info.num_classes(cfg.dataset), task, **kwargs)
+        compile_model(model, task, cfg.learning_rate)
+    train_ds = data.make_dataset(split_data.x_train, split_data.y_train, cfg.batch_size,
+                                 shuffle=True, augment=cfg.augment, seed=cfg.seed)
+    monitor = ValidationMonitor(split_data.x_val, split_data.y_val, task, cfg, checkpoint)
+    nan_guard = keras.callbacks.TerminateOnNaN()
+    cancel = [c for c in callbacks if isinstance(c, CancelCallback)]
+    start = time.perf_counter()
+    hist = model.fit(train_ds, epochs=cfg.epochs, verbose=verbose,
+                     callbacks=[monitor, nan_guard, *callbacks],
+                     class_weight=_class_weights(split_data.y_train, task)
+                     if cfg.class_weights else None)
+    wall = time.perf_counter() - start
+    if any(c.cancelled for c in cancel):
+        raise TrainingCancelled("training was cancelled; nothing was saved")
+    losses = hist.history.get("loss", [])
+    if losses and not np.isfinite(losses[-1]) or monitor.best_weights is None:
+        raise TrainingDiverged("the loss became NaN/inf; lower the learning rate. Nothing was saved.")
+    model.set_weights(monitor.best_weights)
+    history = {"loss": [float(v) for v in losses], **monitor.history}
+    return TrainResult(model, history, monitor.best_epoch, len(losses), wall, monitor.best_val)
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("tensorflow", "tf-keras", "numpy", "medmnist", "scikit-learn"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def run(cfg: TrainConfig, output_root: str | os.PathLike | None = None,
+        callbacks: Sequence[keras.callbacks.Callback] = (), strategy: tf.distribute.Strategy | None = None,
+        data_root: str | os.PathLike | None = None, verbose: int = 0) -> Path:
+    """Train, evaluate on val and (once) on test, and save the run atomically.
+
+    Returns:
+        The run directory in the registry.
+    """
+    cfg.validate()
+    split_data = load_data(cfg, root=data_root)
+    result = train(cfg, callbacks, strategy, split_data, verbose=verbose)
+    lean = cfg.model == "vgg16"
+    if lean:
+        registry.round_trained_to_float16(result.model)
+    task = info.task(cfg.dataset)
+    labels = info.label_names(cfg.dataset)
+    val = evaluation.evaluate(split_data.y_val, evaluation.predict(result.model, split_data.x_val),
+                              task)
+    test_scores = evaluation.predict(result.model, split_data.x_test)
+    test = evaluation.evaluate(split_data.y_test, test_scores, task)
+    evaluation_report = evaluation.report(split_data.y_test, test_scores, task, labels)
+    path = data.file_path(cfg.dataset, cfg.size, data_root)
+    config_dict = {**cfg.to_dict(), "task": task, "labels": labels,
+                   "input_shape": list(split_data.x_train.shape[1:]),
+                   "dataset_file": path.name, "strategy": type(strategy).__name__ if strategy else
+                   "default"}
+    name = cfg.name or registry.default_run_name(config_dict)
+    metrics = {
+        "val": val, "test": test, "seed": cfg.seed, "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch, "wall_time_s": round(result.wall_time_s, 2),
+        "s_per_epoch": round(result.wall_time_s / max(1, result.epochs_run), 3),
+        "params": int(result.model.count_params()),
+        "trainable_params": int(sum(np.prod(w.shape) for w in result.model.trainable_weights)),
+        "versions": _versions(), "data_md5": data.md5sum(path),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seeds": [{"seed": cfg.seed, "val": val, "test": test, "run": name}],
+    }
+    return registry.save_run(result.model, config_dict, result.history, metrics, evaluation_report,
+                             root=output_root, name=name, lean=lean)
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True)
