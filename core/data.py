@@ -284,3 +284,45 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = 
             lambda batch, s: (augment_batch(batch[0], s), batch[1]),
             num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m core.data list|download FLAG [--size N]``."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m core.data")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="which dataset files are present under MEDMNIST_ROOT")
+    d = sub.add_parser("download", help="download (or verify) one dataset file")
+    d.add_argument("flag")
+    d.add_argument("--size", type=int, default=28)
+    args = p.parse_args(argv)
+    if args.cmd == "list":
+        for row in local_status():
+            if row["present"] or row["size"] == 28:
+                mark = "present" if row["present"] else "missing"
+                print(f"{row['flag']:18s} {row['size']:4d}  {mark:8s} {row['path']}")
+        return 0
+    from tqdm import tqdm
+
+    bar = tqdm(unit="B", unit_scale=True, desc=info.file_name(args.flag, args.size))
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total or None
+        bar.n = done
+        bar.refresh()
+
+    try:
+        path = ensure_file(args.flag, args.size, download=True, progress=progress)
+    except (DataError, ValueError) as exc:
+        bar.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    bar.close()
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

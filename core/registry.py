@@ -91,6 +91,7 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
             json.dump(obj, fh, indent=2, sort_keys=True, default=_json_default)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; runs are shared read-only data
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -167,11 +168,12 @@ def save_run(model: Any, cfg: dict[str, Any], history: dict[str, Any], metrics: 
     if final.exists():
         raise RegistryError(f"run {name!r} already exists in {base}; choose another name")
     scratch = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=base))
+    os.chmod(scratch, 0o755)
     try:
         if lean:
             save_lean_weights(model, scratch / LEAN_FILE)
         else:
-            model.save(scratch / MODEL_FILE, include_optimizer=False)
+            _save_without_optimizer(model, scratch / MODEL_FILE)
         cfg = {**cfg, "name": name, "lean": lean}
         for fname, obj in (("config.json", cfg), ("history.json", history),
                            ("metrics.json", metrics), ("evaluation.json", evaluation)):
@@ -187,6 +189,18 @@ def save_run(model: Any, cfg: dict[str, Any], history: dict[str, Any], metrics: 
         shutil.rmtree(scratch, ignore_errors=True)
         raise
     return final
+
+
+def _save_without_optimizer(model: Any, path: Path) -> None:
+    """Save architecture + weights only: Adam's two moment copies would triple the file."""
+    import tf_keras as keras
+
+    from core.models import CUSTOM_OBJECTS
+
+    with keras.utils.custom_object_scope(CUSTOM_OBJECTS):
+        clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    clone.save(path)
 
 
 def clean_scratch(root: str | os.PathLike | None = None) -> list[str]:

@@ -158,6 +158,9 @@ class ValidationMonitor(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs if logs is not None else {}
         scores = evaluation.predict(self.model, self.x_val)
+        if not np.all(np.isfinite(scores)):  # diverged: let train() report it, not the metric
+            self.model.stop_training = True
+            return
         metrics = evaluation.evaluate(self.y_val, scores, self.task)
         lr = float(keras.backend.get_value(self.model.optimizer.learning_rate))
         logs.update(val_auc=metrics["auc"], val_acc=metrics["acc"], lr=lr)
@@ -229,8 +232,9 @@ def train(cfg: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (),
     if any(c.cancelled for c in cancel):
         raise TrainingCancelled("training was cancelled; nothing was saved")
     losses = hist.history.get("loss", [])
-    if losses and not np.isfinite(losses[-1]) or monitor.best_weights is None:
-        raise TrainingDiverged("the loss became NaN/inf; lower the learning rate. Nothing was saved.")
+    if (losses and not np.isfinite(losses[-1])) or monitor.best_weights is None:
+        raise TrainingDiverged(
+            "the loss became NaN/inf; lower the learning rate. Nothing was saved.")
     model.set_weights(monitor.best_weights)
     history = {"loss": [float(v) for v in losses], **monitor.history}
     return TrainResult(model, history, monitor.best_epoch, len(losses), wall, monitor.best_val)
@@ -249,7 +253,8 @@ def _versions() -> dict[str, str]:
 
 
 def run(cfg: TrainConfig, output_root: str | os.PathLike | None = None,
-        callbacks: Sequence[keras.callbacks.Callback] = (), strategy: tf.distribute.Strategy | None = None,
+        callbacks: Sequence[keras.callbacks.Callback] = (),
+        strategy: tf.distribute.Strategy | None = None,
         data_root: str | os.PathLike | None = None, verbose: int = 0) -> Path:
     """Train, evaluate on val and (once) on test, and save the run atomically.
 
