@@ -51,6 +51,10 @@ def jobs_db() -> Path:
     return Path(value).expanduser() if value else REPO_ROOT / "var" / "jobs.sqlite"
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _check(condition: bool, field: str, value: Any, expected: str) -> None:
     if not condition:
         raise ValueError(f"{field}={value!r} is invalid: expected {expected}.")
@@ -111,27 +115,28 @@ class TrainConfig:
             raise ValueError(f"model='cnn3d' needs a 3D dataset; {self.dataset!r} is 2D.")
         if self.model in ("cnn2d", "vgg16") and is3d:
             raise ValueError(f"model={self.model!r} is 2D; {self.dataset!r} is a 3D dataset.")
-        _check(isinstance(self.epochs, int) and 1 <= self.epochs <= 1000, "epochs", self.epochs,
+        _check(_is_int(self.epochs) and 1 <= self.epochs <= 1000, "epochs", self.epochs,
                "an integer in 1..1000")
-        _check(isinstance(self.batch_size, int) and 1 <= self.batch_size <= 4096, "batch_size",
+        _check(_is_int(self.batch_size) and 1 <= self.batch_size <= 4096, "batch_size",
                self.batch_size, "an integer in 1..4096")
-        _check(isinstance(self.learning_rate, int | float) and 0 < self.learning_rate <= 1,
+        _check(not isinstance(self.learning_rate, bool)
+               and isinstance(self.learning_rate, int | float) and 0 < self.learning_rate <= 1,
                "learning_rate", self.learning_rate, "a number in (0, 1]")
-        _check(isinstance(self.fine_tune_blocks, int)
+        _check(_is_int(self.fine_tune_blocks)
                and 0 <= self.fine_tune_blocks <= VGG16_BLOCKS,
                "fine_tune_blocks", self.fine_tune_blocks, f"an integer in 0..{VGG16_BLOCKS}")
         if self.fine_tune_blocks and self.model != "vgg16":
             raise ValueError("fine_tune_blocks only applies to model='vgg16'.")
-        _check(isinstance(self.seed, int) and 0 <= self.seed < 2**31, "seed", self.seed,
+        _check(_is_int(self.seed) and 0 <= self.seed < 2**31, "seed", self.seed,
                "an integer in 0..2**31-1")
-        _check(isinstance(self.patience, int) and self.patience >= 1, "patience", self.patience,
+        _check(_is_int(self.patience) and self.patience >= 1, "patience", self.patience,
                "an integer >= 1")
-        _check(isinstance(self.min_epochs, int) and self.min_epochs >= 0, "min_epochs",
+        _check(_is_int(self.min_epochs) and self.min_epochs >= 0, "min_epochs",
                self.min_epochs, "an integer >= 0")
         _check(self.lr_schedule in LR_SCHEDULES, "lr_schedule", self.lr_schedule,
                f"one of {LR_SCHEDULES}")
         if self.input_size is not None:
-            _check(self.model == "vgg16" and isinstance(self.input_size, int)
+            _check(self.model == "vgg16" and _is_int(self.input_size)
                    and 32 <= self.input_size <= 224, "input_size", self.input_size,
                    "an integer in 32..224, for model='vgg16' only")
         if self.name is not None:

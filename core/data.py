@@ -22,7 +22,7 @@ from core import config, info
 
 ProgressFn = Callable[[int, int], None]
 _KEYS = tuple(f"{split}_{kind}" for split in info.SPLITS for kind in ("images", "labels"))
-_md5_cache: dict[tuple[str, int, int], str] = {}
+_md5_cache: dict[tuple[str, int, int, int, int], str] = {}
 _md5_lock = threading.Lock()
 
 
@@ -64,7 +64,9 @@ def local_status(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
 def md5sum(path: Path) -> str:
     """MD5 of a file, cached per (path, size, mtime) so a 400 MB file is hashed once."""
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    # inode and ctime too: mtime alone has coarse (jiffy) resolution, so a same-size rewrite
+    # right after a hash could otherwise reuse the stale digest
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns)
     with _md5_lock:
         if key in _md5_cache:
             return _md5_cache[key]
@@ -278,8 +280,9 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = 
     if augment:
         from core.augment import augment_batch
 
-        # one stateless seed pair per batch: repeatable for a given run seed
-        seeds = tf.data.Dataset.random(seed=seed).batch(2)
+        # one stateless seed pair per batch: repeatable for a given run seed, and redrawn each
+        # epoch (without rerandomize, every epoch would replay the same transforms)
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds)).map(
             lambda batch, s: (augment_batch(batch[0], s), batch[1]),
             num_parallel_calls=tf.data.AUTOTUNE)

@@ -27,14 +27,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     args = p.parse_args(argv)
     from core.data import DataError
-    from core.registry import RegistryError, read_json
+    from core.registry import RegistryError, read_json, resolve_run
 
     try:
         result = evaluate_run(args.run_dir, args.split)
     except (RegistryError, DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    stored = (read_json(args.run_dir, "metrics.json") or {}).get(args.split)
+    run_dir = resolve_run(args.run_dir, allow_outside=True)
+    stored = (read_json(run_dir, "metrics.json") or {}).get(args.split)
     print(f"{args.split} AUC {result['auc']:.4f}")
     print(f"{args.split} ACC {result['acc']:.4f}")
     if stored:

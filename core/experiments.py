@@ -31,8 +31,8 @@ from core.config import TrainConfig, trained_models_dir
 # 98–120 image validation splits can peak by chance in the first epochs.
 ARMS: dict[str, dict[str, Any]] = {
     "cnn3d": {"experiment": "3D CNN", "label": "3D CNN + augmentation",
-              "config": dict(dataset="adrenalmnist3d", model="cnn3d", augment=True, epochs=100,
-                             patience=15, min_epochs=20, batch_size=32, learning_rate=1e-3)},
+              "config": dict(dataset="adrenalmnist3d", model="cnn3d", augment=True, epochs=80,
+                             patience=12, min_epochs=15, batch_size=32, learning_rate=1e-3)},
     "cnn2d_aug": {"experiment": "augmentation", "label": "CNN + augmentation",
                   "config": dict(dataset="retinamnist", model="cnn2d", augment=True, epochs=80,
                                  patience=12, min_epochs=15, batch_size=32, learning_rate=1e-3)},

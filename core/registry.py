@@ -125,9 +125,18 @@ def list_runs(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
         if not metrics or not cfg:
             continue
         runs.append({"name": path.name, "path": str(path), "config": cfg, "metrics": metrics,
-                     "quantized": read_json(path / "quantized", "results.json"),
-                     "explain": read_json(path, "explain.json")})
+                     "quantized": _read_optional(path / "quantized", "results.json"),
+                     "explain": _read_optional(path, "explain.json")})
     return runs
+
+
+def _read_optional(run_dir: Path, name: str) -> Any:
+    """An optional JSON file of a run, or None when absent or unreadable (listing must not
+    fail because a quantization or explanation file is half-written or damaged)."""
+    try:
+        return read_json(run_dir, name)
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 def _fsync_dir(path: Path) -> None:

@@ -49,8 +49,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    from core import training
+    from core import data, registry, training
     from core.data import DataError
+
+    if cfg.name and (registry.root_dir(args.output) / cfg.name).exists():
+        print(f"error: run {cfg.name!r} already exists in {registry.root_dir(args.output)}; "
+              "choose another --name", file=sys.stderr)
+        return 2
+    try:
+        # a user with internet gets a missing file downloaded (MD5-checked), as jobs do
+        data.ensure_file(cfg.dataset, cfg.size, download=True)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
     callbacks = []
     bar = None
@@ -68,13 +79,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         strategy = training.get_strategy(args.strategy)
         run_dir = training.run(cfg, output_root=args.output, callbacks=callbacks,
                                strategy=strategy)
-    except (ValueError, DataError, training.TrainingDiverged) as exc:
+    except (ValueError, DataError, registry.RegistryError, training.TrainingDiverged) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
         if bar is not None:
             bar.close()
-    from core import registry
 
     metrics = registry.read_json(run_dir, "metrics.json")
     print(f"val  AUC {metrics['val']['auc']:.4f}  ACC {metrics['val']['acc']:.4f}")

@@ -41,8 +41,12 @@ def build_model(family: str, input_shape: tuple[int, ...], num_classes: int, tas
     return BUILDERS[family](tuple(input_shape), num_classes, task, **kwargs)
 
 
-def prepare_input(family: str, x: np.ndarray) -> np.ndarray:
-    """Convert ``core.data.load_split`` output to what the family expects (VGG16: RGB)."""
+def prepare_input(family: str, x: np.ndarray, input_size: int | None = None) -> np.ndarray:
+    """Convert ``core.data.load_split`` output to what the family expects (VGG16: RGB).
+
+    ``input_size`` is accepted for the documented contract; VGG16 models resize in-graph, so the
+    arrays keep their stored size here.
+    """
     if family == "vgg16":
         from core.data import to_rgb
 
