@@ -236,11 +236,13 @@ class WorkerInfo:
     host: str | None = None
     heartbeat_age_s: float | None = None
     job_id: int | None = None
+    starting: bool = False
 
     @property
     def responsive(self) -> bool:
         return (
             self.alive
+            and not self.starting
             and self.heartbeat_age_s is not None
             and self.heartbeat_age_s <= HEARTBEAT_STALE_S
         )
@@ -630,6 +632,11 @@ def _worker_id(pid: int | None = None) -> str:
     return f"{socket.gethostname()}:{pid or os.getpid()}"
 
 
+# Workers started by this process (the Streamlit server), by queue path: their Popen objects
+# reap them when they exit and tell the UI "starting" before they hold the lock.
+_SPAWNED: dict[str, tuple[subprocess.Popen, float]] = {}
+
+
 def worker_status(store: JobStore | None = None) -> WorkerInfo:
     """Whether a worker for this queue is alive on this machine (it holds the lock)."""
     store = store or JobStore()
@@ -639,8 +646,15 @@ def worker_status(store: JobStore | None = None) -> WorkerInfo:
         os.close(fd)
     host = socket.gethostname()
     rows = [w for w in store.workers() if w["host"] == host]
-    if not alive or not rows:
-        return WorkerInfo(alive=alive)
+    if not alive:
+        spawned = _SPAWNED.get(str(store.path))
+        # A worker this process just started needs a moment to import and take the lock;
+        # poll() also reaps it if it already exited, so a zombie never looks alive.
+        if spawned and spawned[0].poll() is None and time.monotonic() - spawned[1] < 30:
+            return WorkerInfo(alive=True, pid=spawned[0].pid, host=host, starting=True)
+        return WorkerInfo(alive=False)
+    if not rows:
+        return WorkerInfo(alive=True, host=host, starting=True)
     latest = rows[0]
     return WorkerInfo(
         alive=True,
@@ -657,8 +671,8 @@ def ensure_worker(store: JobStore | None = None) -> int | None:
     Set ``JOBS_WORKER_AUTOSTART=0`` to turn this off (tests, or when workers run as services).
 
     Returns:
-        The pid of the worker that is running now (None when autostart is off, or when a
-        worker is alive but has not sent its first heartbeat yet).
+        The pid of the worker that is running or starting now (None when autostart is off, or
+        when a worker holds the lock but has not registered yet).
     """
     if os.environ.get("JOBS_WORKER_AUTOSTART", "1").strip() == "0":
         return None
@@ -680,6 +694,7 @@ def ensure_worker(store: JobStore | None = None) -> int | None:
             # so the running job finishes and queued jobs keep going
             start_new_session=True,
         )
+    _SPAWNED[str(store.path)] = (proc, time.monotonic())
     return proc.pid
 
 
@@ -718,6 +733,7 @@ class Worker:
         self.id = _worker_id(self.pid)
         self._stop = threading.Event()
         self._current: int | None = None
+        self._beat_lock = threading.Lock()
 
     def stop(self, *_: Any) -> None:
         self._stop.set()
@@ -725,7 +741,8 @@ class Worker:
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
             try:
-                self.store.heartbeat(self.id, self.pid, self.host, self._current)
+                with self._beat_lock:  # never overwrite a newer job id with a stale one
+                    self.store.heartbeat(self.id, self.pid, self.host, self._current)
             except sqlite3.Error as exc:  # a locked DB for 30 s: report and keep beating
                 print(f"[worker] heartbeat failed: {exc}", flush=True)
 
@@ -759,8 +776,9 @@ class Worker:
                         break
                     self._stop.wait(self.poll_s)
                     continue
-                self._current = job.id
-                self.store.heartbeat(self.id, self.pid, self.host, job.id)
+                with self._beat_lock:
+                    self._current = job.id
+                    self.store.heartbeat(self.id, self.pid, self.host, job.id)
                 try:
                     self.run_job(job)
                 except Exception as exc:  # never let one job take the worker down
@@ -768,8 +786,9 @@ class Worker:
                     self.store.append_log(job.id, f"\n[worker] {traceback.format_exc()}")
                     self.store.fail(job.id, f"worker error: {type(exc).__name__}: {exc}")
                 finally:
-                    self._current = None
-                    self.store.heartbeat(self.id, self.pid, self.host, None)
+                    with self._beat_lock:
+                        self._current = None
+                        self.store.heartbeat(self.id, self.pid, self.host, None)
                 if once:
                     break
         finally:

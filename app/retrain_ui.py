@@ -1,0 +1,373 @@
+"""Widgets of the Retrain page: the sidebar form, the job table and the live job view.
+
+Each ``*_ui`` helper draws one part and returns plain values (a params dict, a job id, whether
+Cancel was clicked); the page decides what to do with them. Nothing here touches the queue.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import streamlit as st
+
+FORM_KEY = "retrain_form"
+SIZES: tuple[int, ...] = (28, 64, 128, 224)
+DEFAULTS: dict[str, Any] = {
+    "size": 28,
+    "epochs": 20,
+    "learning_rate": "0.001",
+    "batch_size": 32,
+    "augment": False,
+    "fine_tune_blocks": 0,
+    "seed": 0,
+}
+STATUS_LABELS: dict[str, str] = {
+    "queued": "queued",
+    "running": "running",
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
+LOG_TAIL_LINES = 40
+
+
+def _parse_number(text: str) -> float | str:
+    """A float from the learning-rate box, or the raw text so validation can quote it."""
+    try:
+        return float(str(text).strip())
+    except ValueError:
+        return str(text)
+
+
+def retrain_form_ui(
+    datasets: Sequence[Mapping[str, Any]], families: Sequence[str]
+) -> dict[str, Any] | None:
+    """The sidebar form of a training job.
+
+    Args:
+        datasets: one mapping per dataset flag: ``flag``, ``is_3d``, ``present`` (28 px file on
+            disk) and ``note`` (e.g. "binary shape mask"), in display order.
+        families: model families (``core.config.MODEL_FAMILIES``).
+
+    Returns:
+        The raw job parameters when the form was submitted on this run, else None. Values are
+        passed on unvalidated (the learning rate stays text if it is not a number) so that
+        ``core.jobs.check_params`` can report every bad value in one place.
+    """
+    by_flag = {d["flag"]: d for d in datasets}
+
+    def dataset_label(flag: str) -> str:
+        d = by_flag[flag]
+        where = "on disk" if d.get("present") else "downloads first"
+        return f"{flag} ({'3D' if d.get('is_3d') else '2D'}, {where})"
+
+    with st.sidebar.form(FORM_KEY, border=True):
+        st.subheader("New training job")
+        dataset = st.selectbox(
+            "Dataset",
+            list(by_flag),
+            format_func=dataset_label,
+            key="retrain_dataset",
+            help="MedMNIST flag. 3D datasets need cnn3d or resnet.",
+        )
+        model = st.selectbox(
+            "Model family",
+            list(families),
+            key="retrain_model",
+            help="cnn2d/vgg16 for 2D images, cnn3d for volumes, resnet for both.",
+        )
+        size = st.selectbox(
+            "Image size (px)",
+            SIZES,
+            key="retrain_size",
+            help="Side of the MedMNIST file used (28 is always available).",
+        )
+        epochs = st.number_input(
+            "Epochs",
+            value=DEFAULTS["epochs"],
+            step=1,
+            key="retrain_epochs",
+            help="1 to 300. Early stopping may end the run sooner.",
+        )
+        learning_rate = st.text_input(
+            "Learning rate",
+            value=DEFAULTS["learning_rate"],
+            key="retrain_lr",
+            help="Initial Adam learning rate, 1e-6 to 1 (e.g. 1e-3).",
+        )
+        batch_size = st.number_input(
+            "Batch size",
+            value=DEFAULTS["batch_size"],
+            step=1,
+            key="retrain_batch_size",
+            help="1 to 1024 images per step.",
+        )
+        augment = st.checkbox(
+            "Augment training images",
+            value=DEFAULTS["augment"],
+            key="retrain_augment",
+            help="Random rotation, flips and scaling of the training split only.",
+        )
+        fine_tune_blocks = st.number_input(
+            "VGG16 fine-tuned blocks",
+            value=DEFAULTS["fine_tune_blocks"],
+            step=1,
+            key="retrain_fine_tune_blocks",
+            help="VGG16 only: 0 keeps the ImageNet features frozen; 1 to 5 also trains the "
+            "last blocks.",
+        )
+        seed = st.number_input(
+            "Seed",
+            value=DEFAULTS["seed"],
+            step=1,
+            key="retrain_seed",
+            help="0 to 2³¹−1; the same seed repeats the same run.",
+        )
+        submitted = st.form_submit_button(
+            "Queue training job", type="primary", key="retrain_submit", width="stretch"
+        )
+    if not submitted:
+        return None
+    return {
+        "dataset": dataset,
+        "model": model,
+        "size": size,
+        "epochs": epochs,
+        "learning_rate": _parse_number(learning_rate),
+        "batch_size": batch_size,
+        "augment": bool(augment),
+        "fine_tune_blocks": fine_tune_blocks,
+        "seed": seed,
+    }
+
+
+def format_time(ts: float | None) -> str:
+    """Local wall-clock time of a timestamp, or an em dash."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "—"
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    seconds = max(0, int(seconds))
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
+
+
+def job_rows(jobs: Sequence[Any]) -> list[dict[str, Any]]:
+    """Table rows (plain dicts) for a list of ``core.jobs.Job``."""
+    rows = []
+    for job in jobs:
+        end = job.finished_at or (time.time() if job.status == "running" else None)
+        rows.append(
+            {
+                "job": job.id,
+                "status": STATUS_LABELS.get(job.status, job.status),
+                "dataset": job.params.get("dataset"),
+                "model": job.params.get("model"),
+                "epochs": job.params.get("epochs"),
+                "submitted": format_time(job.submitted_at),
+                "started": format_time(job.started_at),
+                "finished": format_time(job.finished_at),
+                "duration": format_duration(
+                    end - job.started_at if job.started_at and end else None
+                ),
+                "by": job.submitted_by or "—",
+                "result": job.run_name or job.error or "",
+            }
+        )
+    return rows
+
+
+def job_table_ui(jobs: Sequence[Any]) -> None:
+    """The job table, newest first."""
+    if not jobs:
+        st.info("No training jobs yet. Researchers queue one from the form in the sidebar.")
+        return
+    st.dataframe(
+        job_rows(jobs),
+        hide_index=True,
+        width="stretch",
+        key="retrain_job_table",
+        column_config={"job": st.column_config.NumberColumn("job", format="#%d")},
+    )
+
+
+def job_picker_ui(jobs: Sequence[Any]) -> int | None:
+    """Choose the job to follow; defaults to the running job, else the newest one."""
+    if not jobs:
+        return None
+    ids = [job.id for job in jobs]
+    by_id = {job.id: job for job in jobs}
+    if st.session_state.get("retrain_job") not in ids:
+        running = [job.id for job in jobs if job.status == "running"]
+        st.session_state["retrain_job"] = running[0] if running else ids[0]
+    return st.selectbox(
+        "Follow job",
+        ids,
+        key="retrain_job",
+        # no status in the label: it changes while the job runs, the table shows it
+        format_func=lambda i: (
+            f"#{i} · {by_id[i].params.get('dataset')} / {by_id[i].params.get('model')} · "
+            f"submitted {format_time(by_id[i].submitted_at)}"
+        ),
+    )
+
+
+def progress_figure(progress: Sequence[Mapping[str, Any]]):
+    """Plotly figure per epoch: training loss (top) and validation AUC on a 0-1 scale (bottom).
+
+    Two stacked panels rather than twin y-axes: twin axes invite reading one curve against the
+    other's scale.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    epochs = [row["epoch"] for row in progress]
+    fig = make_subplots(
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.12,
+        subplot_titles=("Training loss", "Validation AUC"),
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=epochs,
+            y=[r.get("loss") for r in progress],
+            name="training loss",
+            mode="lines+markers",
+        ),
+        row=1,
+        col=1,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=epochs,
+            y=[r.get("val_auc") for r in progress],
+            name="validation AUC",
+            mode="lines+markers",
+        ),
+        row=2,
+        col=1,
+    )
+    fig.update_yaxes(title_text="loss", row=1, col=1)
+    fig.update_yaxes(title_text="AUC", range=[0, 1.02], row=2, col=1)
+    fig.update_xaxes(title_text="epoch", row=2, col=1)
+    fig.update_xaxes(dtick=1 if len(epochs) <= 20 else None)
+    fig.update_layout(height=420, margin={"l": 10, "r": 10, "t": 40, "b": 10}, showlegend=False)
+    return fig
+
+
+def job_progress_ui(job: Any, progress: Sequence[Mapping[str, Any]], can_cancel: bool) -> bool:
+    """Live view of one job: state, epoch x of y, curves, log tail, Cancel.
+
+    Args:
+        job: a ``core.jobs.Job`` with its log.
+        progress: its epoch rows (``JobStore.progress``).
+        can_cancel: show the Cancel button (researchers, active jobs).
+
+    Returns:
+        True when Cancel was clicked on this run.
+    """
+    params = job.params
+    st.subheader(f"Job #{job.id}: {params.get('dataset')} / {params.get('model')}")
+    st.caption(
+        f"{STATUS_LABELS.get(job.status, job.status)} · submitted {format_time(job.submitted_at)}"
+        f" by {job.submitted_by or 'unknown'} · lr {params.get('learning_rate')} · batch "
+        f"{params.get('batch_size')} · augment {'on' if params.get('augment') else 'off'} · "
+        f"seed {params.get('seed')}"
+        + (
+            f" · fine-tuned blocks {params.get('fine_tune_blocks')}"
+            if params.get("model") == "vgg16"
+            else ""
+        )
+    )
+
+    total = (progress[-1].get("epochs") if progress else None) or params.get("epochs") or 1
+    done = progress[-1]["epoch"] if progress else 0
+    if job.status == "queued":
+        st.info("Waiting in the queue: one job trains at a time.")
+    elif job.status == "running":
+        note = " · cancel requested, stopping at the next batch" if job.cancel_requested else ""
+        st.progress(min(1.0, done / total), text=f"Epoch {done} of {total} (at most){note}")
+    elif job.status == "succeeded":
+        st.success(
+            f"Finished: saved as run **{job.run_name}**. It now appears with the other "
+            "models on the Experiments, Grad-CAM and Home pages."
+        )
+        run_link_ui(job.run_name)
+    elif job.status == "failed":
+        st.error(
+            f"Failed: {job.error or 'no reason recorded'}. Nothing was saved to the model "
+            "registry; the log below shows what happened."
+        )
+    elif job.status == "cancelled":
+        st.warning("Cancelled. Nothing was saved to the model registry.")
+
+    if progress:
+        last = progress[-1]
+        cols = st.columns(3)
+        cols[0].metric("Epoch", f"{done} / {total}")
+        cols[1].metric(
+            "Training loss", f"{last['loss']:.4f}" if last.get("loss") is not None else "—"
+        )
+        best = max(
+            (row["val_auc"] for row in progress if row.get("val_auc") is not None), default=None
+        )
+        cols[2].metric(
+            "Validation AUC",
+            f"{last['val_auc']:.3f}" if last.get("val_auc") is not None else "—",
+            help=f"Best so far: {best:.3f}" if best is not None else None,
+        )
+        st.plotly_chart(progress_figure(progress), key=f"retrain_curve_{job.id}", width="stretch")
+    elif job.status == "running":
+        st.caption(
+            "Loading data and building the model; the first epoch's numbers appear when it ends."
+        )
+
+    lines = (job.log or "").rstrip().splitlines()
+    with st.expander(f"Log (last {LOG_TAIL_LINES} lines)", expanded=job.status == "failed"):
+        st.code("\n".join(lines[-LOG_TAIL_LINES:]) or "(empty)", language="text")
+
+    if can_cancel and job.status in ("queued", "running"):
+        return st.button(
+            "Cancel job",
+            key=f"retrain_cancel_{job.id}",
+            disabled=bool(job.cancel_requested),
+            help="Stops the run; nothing is saved.",
+        )
+    return False
+
+
+def run_link_ui(run_name: str | None) -> None:
+    """Link to the Experiments page when the app's navigation has it; else just the name."""
+    if not run_name:
+        return
+    for target in ("../pages/experiments.py", "pages/experiments.py"):
+        try:
+            st.page_link(
+                target,
+                label=f"Compare {run_name} on the Experiments page",
+                icon=":material/insights:",
+            )
+            return
+        except Exception:  # noqa: BLE001 - page not registered (standalone page, tests)
+            continue
+    st.code(run_name, language="text")
+
+
+def password_ui(locked_for_s: float = 0.0) -> str | None:
+    """Password box of the ``"password"`` access mode; returns the password on submit."""
+    with st.sidebar.form("retrain_login_form"):
+        st.markdown("**Researcher sign-in**")
+        password = st.text_input("Researcher password", type="password", key="retrain_password")
+        submitted = st.form_submit_button(
+            "Unlock retraining", key="retrain_unlock", disabled=locked_for_s > 0
+        )
+    if locked_for_s > 0:
+        st.sidebar.warning(f"Too many wrong passwords: try again in {int(locked_for_s) + 1} s.")
+    return password if submitted else None
