@@ -1,0 +1,277 @@
+# ruff: noqa: N999 - Streamlit shows the entry file name; "Home" is the product's wording
+"""Entry point: ``streamlit run app/Home.py`` from the repository root.
+
+Sets up the page, wires the top-level ``pages/`` folder with ``st.navigation`` (Streamlit only
+auto-discovers a ``pages/`` folder next to the entry script), starts the local training worker
+once per server, and draws the home page. Drawing Home never imports TensorFlow: it reads the
+registry's JSON files and the dataset folder only.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# `streamlit run app/Home.py` puts only app/ on sys.path; `core` and `app` live at the root.
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from app import widgets as w  # noqa: E402
+from core import config, info  # noqa: E402
+
+st.set_page_config(
+    page_title="MedMNIST clinical review",
+    page_icon=":material/biotech:",
+    layout="wide",
+    initial_sidebar_state="expanded",
+)
+
+
+@st.cache_resource(show_spinner=False)
+def _start_worker() -> str:
+    """Start the local training worker once per server process (not per session)."""
+    from core import jobs
+
+    result = jobs.ensure_worker()
+    return str(result) if result is not None else "started"
+
+
+def _worker_status() -> None:
+    try:
+        _start_worker()
+    except Exception as exc:  # noqa: BLE001 - Home must render whatever the worker does
+        w.log.error("training worker did not start", exc_info=exc)
+        st.sidebar.warning(
+            "The background training worker did not start, so queued retraining jobs wait.\n\n"
+            f"Reason: {exc}\n\n"
+            "1. Check the server log.\n2. Restart the app; viewing pages is unaffected.",
+            icon=":material/engineering:",
+        )
+
+
+def _model_card(run: dict) -> None:
+    cfg, metrics = run["config"], run["metrics"]
+    flag = w.run_dataset(run)
+    with st.container(border=True):
+        st.markdown(f"**{w.dataset_title(flag)}** · `{cfg.get('model', '?')}`")
+        st.caption(
+            f"{w.run_variant(run)} · {w.size_title(flag, w.run_size(run))} · "
+            f"trained {str(metrics.get('created', '?'))[:16].replace('T', ' ')} · `{run['name']}`"
+        )
+        w.metric_vs_published(flag, metrics.get("test") or {})
+        summary = metrics.get("summary") or {}
+        n_seeds = len(metrics.get("seeds") or [])
+        if n_seeds > 1 and "test_auc_mean" in summary:
+            st.caption(
+                f"Over {n_seeds} seeds: AUC {summary['test_auc_mean']:.3f} ± "
+                f"{summary.get('test_auc_std', 0.0):.3f}, ACC "
+                f"{summary.get('test_acc_mean', float('nan')):.3f} ± "
+                f"{summary.get('test_acc_std', 0.0):.3f}"
+            )
+        if flag == "chestmnist":
+            st.caption(
+                "ChestMNIST ACC is dominated by the label prior (a model that predicts no "
+                "finding at all scores as high as the published methods): judge it by AUC."
+            )
+        if (Path(run["path"]) / "quantized" / "results.json").is_file():
+            st.caption(":material/memory: quantized variants available")
+
+
+def _models_section(all_runs: list[dict]) -> None:
+    st.subheader("Models in the registry")
+    if not all_runs:
+        st.info(
+            f"The model registry `{config.trained_models_dir()}` holds no trained model yet.\n\n"
+            "1. Train one from the command line: "
+            "`python -m core.train --dataset retinamnist --model cnn2d --output trained_models`,\n"
+            "2. or, as a researcher, queue one on the **Retrain** page.\n"
+            "3. Set `TRAINED_MODELS_DIR` if your models live elsewhere.",
+            icon=":material/inventory_2:",
+        )
+        return
+    flags = sorted({w.run_dataset(r) for r in all_runs})
+    chosen = st.multiselect(
+        "Show datasets",
+        flags,
+        default=flags,
+        key="home_card_datasets",
+        format_func=w.dataset_title,
+    )
+    shown = [r for r in all_runs if w.run_dataset(r) in chosen]
+    st.caption(
+        f"{len(shown)} of {len(all_runs)} runs. Deltas compare with the best published "
+        "MedMNIST test figure for the dataset (hover for the method)."
+    )
+    cols = st.columns(3)
+    for i, run in enumerate(shown):
+        with cols[i % 3], w.guard(f"showing the card of {run['name']}"):
+            _model_card(run)
+
+
+def _download_section(rows: list[dict]) -> None:
+    missing = [r for r in rows if not r["present"]]
+    with st.expander("Download a dataset", icon=":material/download:"):
+        if not missing:
+            st.success("Every MedMNIST file is present.")
+            return
+        labels = {f"{r['flag']}|{r['size']}": r for r in missing}
+        choice = st.selectbox(
+            "Dataset file",
+            list(labels),
+            key="home_download_choice",
+            format_func=lambda k: (
+                f"{w.dataset_title(labels[k]['flag'])} · "
+                f"{w.size_title(labels[k]['flag'], labels[k]['size'])} · "
+                f"{info.file_name(labels[k]['flag'], labels[k]['size'])}"
+            ),
+        )
+        st.caption(
+            f"Files are saved to `{config.medmnist_root()}` after their MD5 checks out; "
+            "the larger 64/128/224 files take hundreds of MB."
+        )
+        if st.button("Download", key="home_download", icon=":material/download:"):
+            row = labels[choice]
+            bar = st.progress(0.0, text="Connecting…")
+
+            def progress(done: int, total: int) -> None:
+                frac = min(1.0, done / total) if total else 0.0
+                size = (
+                    f"{done / 1e6:.1f} of {total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
+                )
+                bar.progress(
+                    frac, text=f"Downloading {info.file_name(row['flag'], row['size'])}: {size}"
+                )
+
+            with w.guard("downloading the dataset") as g:
+                from core import data
+
+                data.ensure_file(row["flag"], row["size"], progress=progress)
+            if not g.failed:
+                bar.progress(1.0, text="Done: MD5 verified.")
+                w.local_status.clear()
+                st.success("Downloaded and verified. It now appears in the pages' dataset lists.")
+
+
+def _datasets_section() -> None:
+    st.subheader("Datasets on this machine")
+    rows = w.local_status()
+    present = [r for r in rows if r["present"]]
+    st.caption(f"Folder: `{config.medmnist_root()}` (set `MEDMNIST_ROOT` to change it).")
+    if present:
+        st.dataframe(
+            [
+                {
+                    "dataset": w.dataset_title(r["flag"]),
+                    "size": w.size_title(r["flag"], r["size"]),
+                    "task": r["task"],
+                    "what the values are": info.modality_note(r["flag"]),
+                    "file": Path(r["path"]).name,
+                    "MB": round((r.get("bytes") or 0) / 1e6, 1),
+                }
+                for r in present
+            ],
+            hide_index=True,
+            width="stretch",
+            key="home_datasets_table",
+        )
+    else:
+        st.info("No MedMNIST file is present yet: download one below.", icon=":material/dataset:")
+    _download_section(rows)
+
+
+def home(pages: dict) -> None:
+    """The home page: registry model cards, local datasets, links to every page."""
+    st.title("MedMNIST clinical review")
+    st.markdown(
+        "Review how our models classify MedMNIST images: browse samples and predictions, scrub "
+        "through 3D volumes, see **where** a model looked (Grad-CAM), and compare experiments, "
+        "quantized variants and the published MedMNIST benchmarks."
+    )
+    cols = st.columns(len(pages))
+    for col, (title, (page, icon)) in zip(cols, pages.items(), strict=True):
+        col.page_link(page, label=title, icon=icon)
+    with w.guard("reading the model registry"):
+        _models_section(w.runs())
+    with w.guard("checking the local datasets"):
+        _datasets_section()
+
+
+def _sidebar() -> None:
+    st.sidebar.caption(
+        f"Registry: `{config.trained_models_dir()}`  \nData: `{config.medmnist_root()}`"
+    )
+
+
+_PAGES = ROOT / "pages"
+_links = {
+    "Sample browser": (
+        st.Page(
+            _PAGES / "samples.py",
+            title="Sample browser",
+            icon=":material/grid_view:",
+            url_path="samples",
+        ),
+        ":material/grid_view:",
+    ),
+    "3D volumes": (
+        st.Page(
+            _PAGES / "volume.py",
+            title="3D volumes",
+            icon=":material/view_in_ar:",
+            url_path="volume",
+        ),
+        ":material/view_in_ar:",
+    ),
+    "Grad-CAM": (
+        st.Page(
+            _PAGES / "gradcam.py",
+            title="Grad-CAM explorer",
+            icon=":material/visibility:",
+            url_path="gradcam",
+        ),
+        ":material/visibility:",
+    ),
+    "Experiments": (
+        st.Page(
+            _PAGES / "experiments.py",
+            title="Experiments",
+            icon=":material/science:",
+            url_path="experiments",
+        ),
+        ":material/science:",
+    ),
+    "Quantization": (
+        st.Page(
+            _PAGES / "quantization.py",
+            title="Quantization",
+            icon=":material/memory:",
+            url_path="quantization",
+        ),
+        ":material/memory:",
+    ),
+}
+
+
+def home_page() -> None:
+    home(_links)
+
+
+_review = [st.Page(home_page, title="Home", icon=":material/home:", default=True)]
+_review += [page for page, _ in _links.values()]
+_sections = {"Review": _review}
+if (_PAGES / "retrain.py").is_file():
+    _sections["Research"] = [
+        st.Page(
+            _PAGES / "retrain.py",
+            title="Retrain",
+            icon=":material/model_training:",
+            url_path="retrain",
+        )
+    ]
+navigation = st.navigation(_sections)
+_sidebar()
+_worker_status()
+navigation.run()

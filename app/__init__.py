@@ -1,0 +1,1 @@
+"""Streamlit app: entry point (Home.py), shared widgets and 3D rendering helpers."""

@@ -1,0 +1,218 @@
+"""Grad-CAM explorer: where a model looked, for a dataset sample or an uploaded image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from app import widgets as w
+from core import info
+
+st.title("Grad-CAM explorer")
+
+w.seed_from_query({"gradcam_split": ("split", str), "gradcam_index": ("index", int)})
+side = st.sidebar
+run = w.run_picker_ui(w.runs(), key="gradcam_run", container=side)
+if run is None:
+    st.info(
+        "No trained model in the registry yet, so there is nothing to explain.\n\n"
+        "1. Train one (`python -m core.train --dataset retinamnist --model cnn2d --output "
+        "trained_models`) or queue one on the **Retrain** page.\n"
+        "2. Come back here and pick it in the sidebar.",
+        icon=":material/inventory_2:",
+    )
+    st.stop()
+
+flag, size = w.run_dataset(run), w.run_size(run)
+labels = info.label_names(flag)
+three_d = info.is_3d(flag)
+with w.guard("loading the model") as g:
+    model = w.load_model(run["path"])
+if g.failed:
+    st.stop()
+in_shape = tuple(int(d) for d in model.input_shape[1:])
+
+source = side.radio(
+    "Image",
+    ["Dataset sample", "Upload an image"],
+    key="gradcam_source",
+    help="Uploads are checked by content, converted to the model's input and kept in memory "
+    "only (never written to disk).",
+    disabled=three_d,
+)
+if three_d:
+    side.caption("Uploads are for 2D models; this is a 3D model.")
+    source = "Dataset sample"
+
+x: np.ndarray | None = None  # model input without batch axis
+display: np.ndarray | None = None  # what the person sees as "original"
+true_text = "unknown (uploaded image)"
+if source == "Dataset sample":
+    split = w.split_ui(key="gradcam_split", container=side)
+    with w.guard("loading the images") as g:
+        xs, ys = w.model_split(flag, split, size)
+    if g.failed:
+        st.stop()
+    if st.session_state.get("gradcam_index", 0) >= len(xs):
+        st.session_state["gradcam_index"] = 0
+    index = int(
+        side.number_input(f"Sample (0–{len(xs) - 1})", 0, len(xs) - 1, 0, key="gradcam_index")
+    )
+    x = w.prepare(run, xs[index : index + 1])[0]
+    display = xs[index]
+    truth = np.flatnonzero(ys[index]) if info.is_multilabel(flag) else [int(ys[index, 0])]
+    true_text = ", ".join(labels[k] for k in truth) or "no finding"
+    origin = f"{split} sample #{index}"
+else:
+    from core.uploads import MAX_BYTES, UploadError, prepare_upload
+
+    upload = st.file_uploader(
+        f"PNG or JPEG, at most {MAX_BYTES // (1024 * 1024)} MB; converted to "
+        f"{in_shape[0]}×{in_shape[1]} px, {in_shape[-1]} channel(s)",
+        type=["png", "jpg", "jpeg"],
+        key="gradcam_upload",
+    )
+    if upload is None:
+        st.info(
+            "Upload an image to explain the model's decision on it. Files over "
+            f"{MAX_BYTES // (1024 * 1024)} MB are refused by the uploader itself (the file "
+            "turns red; hover it for the reason).",
+            icon=":material/upload:",
+        )
+        st.stop()
+    try:
+        prepared = prepare_upload(upload.getvalue(), in_shape[:2], in_shape[-1])
+    except UploadError as exc:
+        st.error(
+            f"**{upload.name}** was not accepted. {exc}", icon=":material/image_not_supported:"
+        )
+        st.stop()
+    x, display = prepared.array, prepared.display
+    origin = (
+        f"upload {upload.name} ({prepared.format}, {prepared.original_size[0]}×"
+        f"{prepared.original_size[1]}, {prepared.original_mode})"
+    )
+    st.success(
+        f"Accepted **{upload.name}**: {prepared.format} image, "
+        f"{prepared.original_size[0]}×{prepared.original_size[1]} px.",
+        icon=":material/check_circle:",
+    )
+    for note in prepared.notes:
+        st.caption(f"• {note}")
+
+method_name = side.radio(
+    "Method",
+    [*w.CAM_METHODS, "Both"],
+    key="gradcam_method",
+    horizontal=True,
+    help="Grad-CAM weights feature maps by mean gradients; Grad-CAM++ uses higher-order "
+    "terms and often spreads over several object parts.",
+)
+cmap = side.selectbox("Colormap", w.COLORMAPS, key="gradcam_cmap")
+alpha = side.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="gradcam_alpha")
+
+with w.guard("running the model"):
+    probs = w.probabilities(run["path"], x)
+    target = w.class_picker_ui(labels, probs, key="gradcam_target", container=side)
+    predicted = int(np.argmax(probs))
+    pred_name = labels[predicted] if predicted < len(labels) else str(predicted)
+    st.markdown(
+        f"**{w.dataset_title(flag)}** · `{run['name']}` · {origin} · true label: "
+        f"**{true_text}** · predicted: **{pred_name}** ({probs[predicted]:.1%})"
+    )
+
+    methods = (
+        list(w.CAM_METHODS.values()) if method_name == "Both" else [w.CAM_METHODS[method_name]]
+    )
+    with w.Timer() as timer:
+        cams = {m: w.heatmap(run["path"], x, m, target) for m in methods}
+    st.caption(f"Grad-CAM: {timer.ms:.0f} ms server time")
+
+    slice_index = None
+    if three_d:
+        depth = x.shape[0]
+        slice_index = st.slider(
+            "Axial slice",
+            0,
+            depth - 1,
+            depth // 2,
+            key="gradcam_slice",
+            help="3D model: the heatmap is a volume; scrub it here or open the 3D viewer.",
+        )
+        st.page_link(
+            "../pages/volume.py",
+            label="Open the 3D viewer",
+            icon=":material/view_in_ar:",
+            query_params={"dataset": flag, "size": size},
+        )
+    for method, cam in cams.items():
+        pictures = w.cam_pictures(display, cam, alpha, cmap, slice_index)
+        title = {v: k for k, v in w.CAM_METHODS.items()}[method]
+        st.subheader(title)
+        cols = st.columns(3)
+        for col, caption in zip(cols, ("Original", "Heatmap", "Overlay"), strict=True):
+            col.image(pictures[caption.lower()], caption=caption, width="stretch")
+        st.download_button(
+            f"Download the {title} overlay (PNG)",
+            data=w.png_bytes(pictures["overlay_full"]),
+            file_name=f"{run['name']}_{method}_class{target}.png",
+            mime="image/png",
+            key=f"gradcam_download_{method}",
+            icon=":material/download:",
+        )
+
+    st.subheader("Does the heat fall on the anatomy?")
+    alignment = w.alignment(x, cams, flag)
+    if alignment is None:
+        st.caption(
+            f"No anatomy mask is defined for {flag}; the alignment score is available for "
+            "AdrenalMNIST3D, VesselMNIST3D and RetinaMNIST."
+        )
+    else:
+        cols = st.columns(len(alignment["scores"]) + 1)
+        for col, (method, score) in zip(cols, alignment["scores"].items(), strict=False):
+            title = {v: k for k, v in w.CAM_METHODS.items()}[method]
+            col.metric(
+                f"{title} energy in mask",
+                f"{score:.1%}",
+                delta=f"{score - alignment['area']:+.1%} vs uniform",
+                help="Share of the heatmap's energy inside the anatomy mask.",
+            )
+        cols[-1].metric(
+            "Mask area (uniform map)",
+            f"{alignment['area']:.1%}",
+            help="What a heatmap spread evenly over the image would score.",
+        )
+    stored = run.get("explain") or w.run_file(run["path"], "explain.json")
+    if stored:
+        with st.expander("Alignment over the test split (from explain.json)"):
+            st.json(stored, expanded=False)
+
+quantized = sorted((Path(run["path"]) / "quantized").glob("*.tflite"))
+st.subheader("Float vs quantized: occlusion maps")
+if not quantized:
+    st.caption(
+        "This run has no quantized model (`quantized/*.tflite`). Quantize it with "
+        "`python -m core.quantize RUN_DIR` to compare what the deployed model looks at."
+    )
+else:
+    mode = st.selectbox("Quantized variant", [p.stem for p in quantized], key="gradcam_qmode")
+    if st.toggle(
+        "Compare occlusion maps",
+        key="gradcam_occlusion",
+        help="Occlusion needs only forward passes, so it explains the TFLite model "
+        "too. Takes a few seconds.",
+    ):
+        with w.guard("computing occlusion maps"):
+            maps = w.occlusion_pair(run["path"], mode, x, target)
+            pics = w.occlusion_pictures(display, maps, cmap, slice_index)
+            cols = st.columns(2)
+            cols[0].image(pics["float"], caption="Float (Keras) occlusion", width="stretch")
+            cols[1].image(pics["quantized"], caption=f"{mode} (TFLite) occlusion", width="stretch")
+            st.metric(
+                "Correlation of the two maps",
+                f"{maps['correlation']:.3f}",
+                help="Pearson correlation; 1 = the quantized model relies on the same regions.",
+            )

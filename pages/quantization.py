@@ -1,0 +1,136 @@
+"""Quantization: size, accuracy, latency and explanation agreement of the TFLite variants."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from app import widgets as w
+
+st.title("Quantization")
+
+quantized_runs = [r for r in w.runs() if w.quantized_results(r)]
+if not quantized_runs:
+    st.info(
+        "No run has quantized variants yet (`<run>/quantized/results.json`).\n\n"
+        "1. Quantize a trained run: `python -m core.quantize trained_models/<run>`.\n"
+        "2. Reload this page.",
+        icon=":material/memory:",
+    )
+    st.stop()
+
+run = w.run_picker_ui(quantized_runs, key="quant_run", container=st.sidebar)
+rows = w.quantized_results(run)
+table = pd.DataFrame(rows)
+st.caption(
+    f"`{run['name']}` · {w.dataset_title(w.run_dataset(run))} · {w.run_variant(run)}. "
+    "Row *float* = the Keras model converted to TFLite without quantization. Latency: one "
+    "sample per call on this machine's CPU."
+)
+
+left, right = st.columns(2)
+with left, w.guard("drawing the size vs accuracy chart"):
+    metric = st.radio(
+        "Metric", ["auc", "acc"], key="quant_metric", horizontal=True, format_func=str.upper
+    )
+    fig = go.Figure()
+    for row in rows:
+        if row.get(metric) is None or row.get("size_bytes") is None:
+            continue
+        fig.add_scatter(
+            x=[row["size_bytes"] / 1e6],
+            y=[row[metric]],
+            mode="markers+text",
+            text=[row["mode"]],
+            textposition="top center",
+            marker=dict(size=14),
+            name=row["mode"],
+        )
+    points = [r for r in rows if r.get(metric) is not None and r.get("size_bytes") is not None]
+    if points:
+        # a fixed margin around the values: a 0.001 gap must not fill the whole chart
+        low = min(r[metric] for r in points)
+        high = max(r[metric] for r in points)
+        fig.update_yaxes(range=[max(0.0, low - 0.05), min(1.0, high + 0.05)])
+        fig.update_xaxes(range=[0, 1.25 * max(r["size_bytes"] for r in points) / 1e6])
+    fig.update_layout(
+        title=f"Model size vs test {metric.upper()}",
+        xaxis_title="size (MB)",
+        yaxis_title=f"test {metric.upper()}",
+        height=400,
+        showlegend=False,
+        margin=dict(l=10, r=10, t=50, b=10),
+    )
+    st.plotly_chart(fig, key="quant_scatter")
+
+with right, w.guard("drawing the latency chart"):
+    float_latency = next(
+        (r["float_latency_ms"] for r in rows if r.get("float_latency_ms") is not None), None
+    )
+    bars = [("Keras float", float_latency, "#b0bec5")] if float_latency is not None else []
+    bars += [
+        (r["mode"], r["latency_ms"], "#1565c0") for r in rows if r.get("latency_ms") is not None
+    ]
+    fig = go.Figure(
+        go.Bar(
+            x=[b[0] for b in bars],
+            y=[b[1] for b in bars],
+            marker_color=[b[2] for b in bars],
+            text=[f"{b[1]:.2f} ms" for b in bars],
+            textposition="outside",
+        )
+    )
+    fig.update_layout(
+        title="Latency per sample (batch of 1, CPU)",
+        yaxis_title="ms",
+        barmode="group",
+        height=400,
+        margin=dict(l=10, r=10, t=50, b=10),
+        legend=dict(orientation="h"),
+    )
+    st.plotly_chart(fig, key="quant_latency")
+
+st.subheader("Per-mode table")
+columns = {
+    "mode": "mode",
+    "size_bytes": "size (bytes)",
+    "auc": "test AUC",
+    "acc": "test ACC",
+    "latency_ms": "latency (ms)",
+    "float_latency_ms": "float latency (ms)",
+    "agreement": "prediction agreement with float",
+    "occlusion_corr": "occlusion-map correlation with float",
+    "notes": "notes",
+}
+shown = table[[c for c in columns if c in table.columns]].rename(columns=columns)
+st.dataframe(
+    shown,
+    hide_index=True,
+    key="quant_table",
+    column_config={
+        "prediction agreement with float": st.column_config.ProgressColumn(
+            format="percent", min_value=0.0, max_value=1.0
+        ),
+    },
+)
+st.caption(
+    "Prediction agreement: share of test samples where the quantized model predicts the same "
+    "class as the float model. Occlusion-map correlation: Pearson correlation of the two "
+    "models' occlusion sensitivity maps (do they rely on the same regions?)."
+)
+
+with st.expander("Which operations run in integer arithmetic"):
+    for row in rows:
+        summary = row.get("op_summary")
+        if summary:
+            st.markdown(f"**{row['mode']}**")
+            st.json(summary, expanded=False)
+    if not any(r.get("op_summary") for r in rows):
+        st.caption("results.json has no op_summary.")
+st.page_link(
+    "../pages/gradcam.py",
+    label="Compare float vs quantized heatmaps on one sample",
+    icon=":material/visibility:",
+    query_params={"run": run["name"]},
+)

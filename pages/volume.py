@@ -1,0 +1,172 @@
+"""3D volume viewer: PyVista scene, orthogonal slice scrubbing, Grad-CAM in 3D."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from app import volume as v3d
+from app import widgets as w
+from core import info
+
+st.title("3D volume viewer")
+
+w.seed_from_query(
+    {
+        "volume_dataset_flag": ("dataset", str),
+        "volume_dataset_size": ("size", int),
+        "volume_split": ("split", str),
+        "volume_index": ("index", int),
+    }
+)
+
+side = st.sidebar
+picked = w.dataset_picker_ui(key="volume_dataset", three_d=True, container=side)
+if picked is None:
+    st.stop()
+flag, size = picked
+split = w.split_ui(key="volume_split", container=side)
+with w.guard("loading the volumes") as g:
+    images, y = w.raw_split(flag, split, size)
+if g.failed:
+    st.stop()
+labels = info.label_names(flag)
+if st.session_state.get("volume_index", 0) >= len(images):
+    st.session_state["volume_index"] = 0
+index = int(
+    side.number_input(
+        f"Sample (0–{len(images) - 1})", 0, len(images) - 1, 0, key="volume_index", step=1
+    )
+)
+volume = images[index].astype(np.float32) / 255.0  # (D, H, W) in [0, 1]
+true_label = labels[int(y[index, 0])] if not info.is_multilabel(flag) else "multi-label"
+
+st.info(
+    f"**{w.dataset_title(flag)}**, {split} sample #{index}, {size}³ voxels, true label "
+    f"**{true_label}**. Voxel values are a **{info.modality_note(flag)}**.",
+    icon=":material/info:",
+)
+
+# Grad-CAM needs a 3D model trained on this dataset at this size (optional).
+run = w.run_picker_ui(
+    w.runs(),
+    key="volume_run",
+    optional=True,
+    label="Model for Grad-CAM (optional)",
+    dataset=flag,
+    three_d=True,
+    container=side,
+)
+if run is not None and w.run_size(run) != size:
+    side.caption(f"That model was trained on {w.run_size(run)}³ volumes; choose that size.")
+    run = None
+cam = None
+if run is not None:
+    method_name = side.radio("Method", list(w.CAM_METHODS), key="volume_method", horizontal=True)
+    with w.guard("computing the 3D Grad-CAM"):
+        x = volume[..., None]
+        probs = w.probabilities(run["path"], x)
+        target = w.class_picker_ui(labels, probs, key="volume_target", container=side)
+        cam = w.heatmap(run["path"], x, w.CAM_METHODS[method_name], target)
+        side.caption(
+            f"Model says **{labels[int(np.argmax(probs))]}** ({probs.max():.0%})."
+            if len(labels) == len(probs)
+            else ""
+        )
+else:
+    side.caption("Pick a 3D model to overlay its Grad-CAM heatmap.")
+
+scene_col, slice_col = st.columns([3, 2], gap="large")
+
+with scene_col:
+    st.subheader("3D scene")
+    c1, c2 = st.columns(2)
+    mode = c1.radio(
+        "Rendering",
+        list(v3d.RENDER_MODES),
+        key="volume_mode",
+        horizontal=True,
+        format_func=lambda m: {"isosurface": "Isosurface", "volume": "Volume rendering"}[m],
+    )
+    viewer = c2.radio(
+        "Viewer",
+        ["PyVista (VTK)", "Plotly"],
+        key="volume_viewer",
+        horizontal=True,
+        help="PyVista builds a vtk.js scene in a helper process (its volume rendering is "
+        "drawn as nested translucent shells); Plotly draws a true volume rendering and is "
+        "the fallback when PyVista fails.",
+    )
+    threshold = c1.slider(
+        "Surface threshold",
+        0.05,
+        0.95,
+        0.5,
+        0.05,
+        key="volume_threshold",
+        help="Iso-level of the surface (fraction of the maximum voxel value).",
+    )
+    opacity = c2.slider("Anatomy opacity", 0.05, 1.0, 0.35, 0.05, key="volume_opacity")
+    cam_threshold = c1.slider(
+        "Heat threshold",
+        0.1,
+        0.95,
+        0.6,
+        0.05,
+        key="volume_cam_threshold",
+        disabled=cam is None,
+        help="Voxels whose Grad-CAM value (0–1) is above this level form the red heat surface.",
+    )
+    opts = v3d.SceneOptions(
+        mode=mode, threshold=threshold, opacity=opacity, cam_threshold=cam_threshold
+    )
+    with w.guard("drawing the 3D scene"):
+        if viewer == "PyVista (VTK)":
+            try:
+                html = w.scene_html(volume, cam, opts, repr(opts))
+            except RuntimeError as exc:
+                w.log.warning("PyVista scene failed: %s", exc)
+                st.warning(
+                    f"The PyVista renderer failed ({exc}); showing the Plotly view instead.",
+                    icon=":material/warning:",
+                )
+                html = None
+            if html is not None:
+                st.iframe(html, height=540)
+            else:
+                st.plotly_chart(v3d.plotly_scene(volume, cam, opts), key="volume_plotly")
+        else:
+            st.plotly_chart(v3d.plotly_scene(volume, cam, opts), key="volume_plotly")
+    st.caption(
+        "Grey: anatomy surface at the threshold"
+        + ("; red: Grad-CAM heat above the heat threshold." if cam is not None else ".")
+        + " Drag to rotate, scroll to zoom."
+    )
+
+
+@st.fragment
+def slice_viewer(volume: np.ndarray, cam: np.ndarray | None) -> None:
+    """Axial/coronal/sagittal sliders; only this fragment reruns when one moves."""
+    st.subheader("Orthogonal slices")
+    d, h, wd = volume.shape
+    alpha = st.slider(
+        "Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="volume_alpha", disabled=cam is None
+    )
+    cmap = st.selectbox("Colormap", w.COLORMAPS, key="volume_cmap", disabled=cam is None)
+    planes = [("Axial (z)", 0, d), ("Coronal (y)", 1, h), ("Sagittal (x)", 2, wd)]
+    positions = [
+        st.slider(name, 0, n - 1, n // 2, key=f"volume_slice_{axis}") for name, axis, n in planes
+    ]
+    with w.Timer() as timer:
+        pictures = [
+            w.slice_picture(volume, cam, axis, pos, alpha, cmap)
+            for (_, axis, _), pos in zip(planes, positions, strict=True)
+        ]
+        cols = st.columns(3)
+        for col, (name, _, n), pos, pic in zip(cols, planes, positions, pictures, strict=True):
+            col.image(pic, caption=f"{name} {pos + 1}/{n}", width="stretch")
+    st.caption(f"Slice redraw: {timer.ms:.0f} ms server time")
+
+
+with slice_col, w.guard("drawing the slices"):
+    slice_viewer(volume, cam)

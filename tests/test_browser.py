@@ -1,0 +1,274 @@
+"""Real-browser tests: Debian's Chromium (Playwright) against ``streamlit run app/Home.py``.
+
+One server on 127.0.0.1 and a free port serves every test in this module; its registry holds
+random-weight models built on the real MedMNIST files (``MEDMNIST_ROOT``; a missing file fails
+under ``REQUIRE_REAL_DATA=1`` and skips otherwise). Screenshots go to
+``test-artifacts/browser/`` (git-ignored) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from app_helpers import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    REPO,
+    make_run,
+    stop_worker,
+    streamlit_server,
+    wait_idle,
+)
+from conftest import real_root, require_real_file
+from PIL import Image
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+SHOTS = REPO / "test-artifacts" / "browser"
+PAGES = {
+    "": "MedMNIST clinical review",
+    "samples": "Sample browser",
+    "volume": "3D volume viewer",
+    "gradcam": "Grad-CAM explorer",
+    "experiments": "Experiments",
+    "quantization": "Quantization",
+    "retrain": "Retrain a model",
+}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
+    for flag in ("retinamnist", "adrenalmnist3d", "breastmnist"):
+        require_real_file(flag)
+    tmp = tmp_path_factory.mktemp("browser")
+    env = {
+        "MEDMNIST_ROOT": str(real_root()),
+        "TRAINED_MODELS_DIR": str(tmp / "registry"),
+        "JOBS_DB": str(tmp / "jobs.sqlite"),
+        "JOBS_WORKER_AUTOSTART": "1",
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        retina = make_run(tmp / "registry", "retinamnist", "cnn2d", seed=0)
+        make_run(tmp / "registry", "adrenalmnist3d", "cnn3d", seed=1)
+        from core.quantize import quantize_run
+
+        quantize_run(retina, ("dynamic",), latency_runs=2, n_representative=16)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    try:
+        with streamlit_server(env, SHOTS / "server.log") as url:
+            yield {"url": url, "env": env, "retina": retina.name, "tmp": tmp}
+    finally:
+        stop_worker(env["JOBS_DB"])
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture()
+def page(browser):
+    context = browser.new_context(viewport={"width": 1500, "height": 1900})
+    pg = context.new_page()
+    yield pg
+    context.close()
+
+
+def open_page(page, server, path: str, query: str = ""):
+    page.goto(f"{server['url']}/{path}{query}", wait_until="domcontentloaded")
+    page.wait_for_selector("[data-testid=stApp]", timeout=60_000)
+    wait_idle(page)
+    return page
+
+
+def assert_no_error_shown(page) -> None:
+    assert page.locator("[data-testid=stException]").count() == 0
+    body = page.inner_text("body")
+    assert "Traceback" not in body
+    assert "Something went wrong" not in body, body[:2000]
+
+
+def press_slider(page, key: str, presses: int, direction: str = "ArrowRight") -> None:
+    thumb = page.locator(f".st-key-{key} input[type=range]").first
+    thumb.focus()
+    for _ in range(presses):
+        thumb.press(direction)
+    # the slider commits its value after a short debounce; then the fragment reruns
+    page.wait_for_timeout(800)
+    wait_idle(page)
+
+
+def image_stats(png: bytes) -> dict[str, float]:
+    arr = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float32)
+    grey = arr.mean(axis=-1)
+    return {
+        "std": float(grey.std()),
+        "bright_fraction": float((grey > 120).mean()),
+        "colours": len(np.unique(arr.reshape(-1, 3)[::7].astype(np.uint8), axis=0)),
+    }
+
+
+def test_every_page_opens(server, page):
+    for path, title in PAGES.items():
+        open_page(page, server, path)
+        page.get_by_role("heading", name=title).first.wait_for(timeout=30_000)
+        assert_no_error_shown(page)
+        page.screenshot(path=str(SHOTS / f"page_{path or 'home'}.png"), full_page=True)
+
+
+def test_volume_slices_scrub_and_3d_is_not_blank(server, page):
+    open_page(page, server, "volume", "?dataset=adrenalmnist3d&index=3")
+    assert "binary shape mask" in page.inner_text("body")
+    captions = page.locator("[data-testid=stImageCaption]")
+    assert "Axial (z) 15/28" in captions.all_inner_texts()
+    press_slider(page, "volume_slice_0", 4)
+    assert "Axial (z) 19/28" in captions.all_inner_texts()
+    press_slider(page, "volume_slice_2", 3, "ArrowLeft")
+    assert "Sagittal (x) 12/28" in captions.all_inner_texts()
+    before = page.locator(".st-key-volume_alpha").inner_text()
+    press_slider(page, "volume_alpha", 5)
+    assert page.locator(".st-key-volume_alpha").inner_text() != before
+    assert re.search(r"Slice redraw: \d+ ms server time", page.inner_text("body"))
+
+    # PyVista (vtk.js) scene: give WebGL a moment, then check its pixels are not all background
+    frame = page.locator("[data-testid=stIFrame]").first
+    frame.wait_for(timeout=60_000)
+    page.wait_for_timeout(4000)
+    stats = image_stats(frame.screenshot(path=str(SHOTS / "volume_pyvista.png")))
+    assert stats["std"] > 8 and stats["colours"] > 20, stats
+    page.screenshot(path=str(SHOTS / "volume_page.png"), full_page=True)
+
+    page.locator(".st-key-volume_mode").get_by_text("Volume rendering").click()
+    wait_idle(page)
+    frame = page.locator("[data-testid=stIFrame]").first
+    frame.wait_for(timeout=60_000)
+    page.wait_for_timeout(4000)
+    stats = image_stats(frame.screenshot(path=str(SHOTS / "volume_pyvista_volume.png")))
+    assert stats["std"] > 8 and stats["colours"] > 20, stats
+
+    page.locator(".st-key-volume_viewer").get_by_text("Plotly").click()
+    wait_idle(page)
+    chart = page.locator("[data-testid=stPlotlyChart]").first
+    chart.wait_for(timeout=60_000)
+    page.wait_for_timeout(2500)
+    stats = image_stats(chart.screenshot(path=str(SHOTS / "volume_plotly.png")))
+    assert stats["std"] > 8 and stats["colours"] > 20, stats
+    assert_no_error_shown(page)
+
+
+def test_gradcam_opacity_slider_changes_overlay(server, page):
+    open_page(page, server, "gradcam", f"?run={server['retina']}&index=5")
+    overlay = page.locator("[data-testid=stImage] img").nth(2)
+    before = overlay.get_attribute("src")
+    press_slider(page, "gradcam_alpha", 6)
+    assert overlay.get_attribute("src") != before
+    assert re.search(r"Grad-CAM: \d+ ms server time", page.inner_text("body"))
+    page.screenshot(path=str(SHOTS / "gradcam_sample.png"), full_page=True)
+    assert_no_error_shown(page)
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+UPLOADS = [
+    ("good", "scan.png", lambda: png_bytes(gradient_image()), "Accepted"),
+    ("rgba", "rgba.png", lambda: png_bytes(gradient_image().convert("RGBA")), "alpha channel"),
+    (
+        "16bit",
+        "deep.png",
+        lambda: png_bytes(Image.fromarray((np.arange(4096, dtype=np.uint16) * 16).reshape(64, 64))),
+        "rescaled to 8-bit",
+    ),
+    (
+        "renamed",
+        "report.png",
+        lambda: b"%PDF-1.7 this is a document, not an image\n" * 20,
+        "not a PNG or JPEG image",
+    ),
+    ("empty", "empty.png", lambda: b"", "empty"),
+    ("huge_pixels", "huge.png", lambda: png_bytes(Image.new("L", (6000, 6000))), "megapixels"),
+    (
+        "huge_bytes",
+        "noise.png",
+        lambda: png_bytes(
+            Image.fromarray(
+                np.random.default_rng(0).integers(0, 255, (1600, 1600, 3), dtype=np.uint8)
+            )
+        ),
+        "5",
+    ),
+]
+
+
+def gradient_image() -> Image.Image:
+    ramp = np.linspace(0, 255, 96 * 96).reshape(96, 96).astype(np.uint8)
+    return Image.fromarray(np.stack([ramp, ramp.T, 255 - ramp], axis=-1))
+
+
+@pytest.mark.parametrize(("case", "name", "make", "expected"), UPLOADS, ids=[u[0] for u in UPLOADS])
+def test_gradcam_uploads(server, page, case, name, make, expected):
+    open_page(page, server, "gradcam", f"?run={server['retina']}")
+    page.locator(".st-key-gradcam_source").get_by_text("Upload an image").click()
+    wait_idle(page)
+    data = make()
+    page.locator(".st-key-gradcam_upload input[type=file]").set_input_files(
+        files=[{"name": name, "mimeType": "image/png", "buffer": data}]
+    )
+    wait_idle(page)
+    page.wait_for_timeout(500)
+    body = page.inner_text("body")
+    if case == "huge_bytes":
+        # Streamlit's own limit (server.maxUploadSize = 5) refuses it before our code runs: the
+        # file chip turns into an error and the page keeps asking for an image.
+        assert len(data) > 5 * 1024 * 1024
+        assert page.locator(".st-key-gradcam_upload [data-testid=stFileChipIconError]").count()
+        assert "Upload an image to explain" in body
+        assert "refused by the uploader" in body
+    else:
+        assert expected in body, body[:3000]
+    page.screenshot(path=str(SHOTS / f"upload_{case}.png"), full_page=True)
+    assert_no_error_shown(page)
+
+
+def choose(page, key: str, typed: str) -> None:
+    """Pick a selectbox option the way a person does: open it, type to filter, press Enter."""
+    page.locator(f".st-key-{key}").click()
+    page.keyboard.type(typed)
+    page.keyboard.press("Enter")
+    wait_idle(page)
+
+
+def test_retrain_job_runs_to_completion(server, page):
+    open_page(page, server, "retrain")
+    assert "Access: local only" in page.inner_text("body")
+    choose(page, "retrain_dataset", "breastmnist")
+    choose(page, "retrain_model", "cnn2d")
+    epochs = page.locator(".st-key-retrain_epochs input")
+    epochs.fill("1")
+    page.locator(".st-key-retrain_submit button").click()
+    wait_idle(page)
+    page.screenshot(path=str(SHOTS / "retrain_submitted.png"), full_page=True)
+    page.get_by_text(re.compile(r"Job #\d+ queued")).first.wait_for(timeout=30_000)
+    page.get_by_text("succeeded").first.wait_for(timeout=240_000)
+    page.screenshot(path=str(SHOTS / "retrain_done.png"), full_page=True)
+    registry = Path(server["env"]["TRAINED_MODELS_DIR"])
+    assert any(p.name.startswith("breastmnist-cnn2d") for p in registry.iterdir())
+    assert_no_error_shown(page)
+    # the finished run is now a model card on Home
+    open_page(page, server, "")
+    assert "BreastMNIST" in page.inner_text("body")
