@@ -145,9 +145,10 @@ def promote(arms: Sequence[str] | None = None, root: Path | None = None) -> list
             for item in ref_run.iterdir():
                 if item.is_file():
                     shutil.copy2(item, scratch / item.name)
-            # keep quantization/alignment results when the reference seed is unchanged
-            old_cfg = registry.read_json(final, "config.json") if final.is_dir() else None
-            if old_cfg and old_cfg.get("seed") == cfg.get("seed"):
+            # keep quantization/alignment results when the reference *training run* is unchanged
+            old = registry.read_json(final, "metrics.json") if final.is_dir() else None
+            if old and old.get("created") == ref_metrics.get("created") \
+                    and old.get("seed") == ref_metrics.get("seed"):
                 for extra in ("quantized", "explain.json"):
                     src = final / extra
                     if src.is_dir():
