@@ -16,8 +16,9 @@ MAX_ROTATION_DEG = 15.0
 SCALE_RANGE = (0.9, 1.1)
 
 
-def _affine(angle: tf.Tensor, scale: tf.Tensor, height: int, width: int,
-            scale_y: tf.Tensor | None = None) -> tf.Tensor:
+def _affine(
+    angle: tf.Tensor, scale: tf.Tensor, height: int, width: int, scale_y: tf.Tensor | None = None
+) -> tf.Tensor:
     """Projective transforms (N, 8) mapping output to input pixels: rotation + zoom about centre."""
     scale_y = scale if scale_y is None else scale_y
     cos, sin = tf.cos(angle), tf.sin(angle)
@@ -34,8 +35,13 @@ def _affine(angle: tf.Tensor, scale: tf.Tensor, height: int, width: int,
 def _transform(images: tf.Tensor, transforms: tf.Tensor) -> tf.Tensor:
     shape = tf.shape(images)
     return tf.raw_ops.ImageProjectiveTransformV3(
-        images=images, transforms=transforms, output_shape=shape[1:3], fill_value=0.0,
-        interpolation="BILINEAR", fill_mode="CONSTANT")
+        images=images,
+        transforms=transforms,
+        output_shape=shape[1:3],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="CONSTANT",
+    )
 
 
 def augment_2d(x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -44,7 +50,9 @@ def augment_2d(x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     n = tf.shape(x)[0]
     flip = tf.random.stateless_uniform([n, 1, 1, 1], seeds[0]) < 0.5
     x = tf.where(flip, tf.reverse(x, axis=[2]), x)
-    angle = tf.random.stateless_uniform([n], seeds[1], -1.0, 1.0) * (MAX_ROTATION_DEG * math.pi / 180)
+    angle = tf.random.stateless_uniform([n], seeds[1], -1.0, 1.0) * (
+        MAX_ROTATION_DEG * math.pi / 180
+    )
     scale = tf.random.stateless_uniform([n], seeds[2], *SCALE_RANGE)
     x = _transform(x, _affine(angle, scale, x.shape[1], x.shape[2]))
     gain = tf.random.stateless_uniform([n, 1, 1, 1], seeds[3], 0.9, 1.1)
@@ -53,7 +61,7 @@ def augment_2d(x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
 
 
 def augment_3d(x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Flip every axis, turn by k·90° axially and scale isotropically a batch ``(N, D, H, W, C)``."""
+    """Flip every axis, turn by k·90° axially and scale isotropically ``(N, D, H, W, C)``."""
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 5)
     n = tf.shape(x)[0]
     d, h, w, c = x.shape[1], x.shape[2], x.shape[3], x.shape[4]
@@ -63,8 +71,9 @@ def augment_3d(x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     if h == w:
         # one k per batch keeps the graph simple; batches are shuffled, so every k is seen
         k = tf.random.stateless_uniform([], seeds[1], 0, 4, dtype=tf.int32)
-        x = tf.switch_case(k, [lambda j=j: tf.experimental.numpy.rot90(x, j, axes=(2, 3))
-                               for j in range(4)])
+        x = tf.switch_case(
+            k, [lambda j=j: tf.experimental.numpy.rot90(x, j, axes=(2, 3)) for j in range(4)]
+        )
         x = tf.ensure_shape(x, [None, d, h, w, c])
     scale = tf.random.stateless_uniform([n], seeds[2], *SCALE_RANGE)
     zero = tf.zeros([n])

@@ -33,8 +33,10 @@ def vgg16_weights() -> str:
     if not path.is_file():
         raise FileNotFoundError(
             f"VGG16_WEIGHTS points to {path}, which does not exist.\n"
-            "  1. Download vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 (Keras applications).\n"
-            "  2. Set VGG16_WEIGHTS to its full path, or unset VGG16_WEIGHTS to let Keras download it."
+            "  1. Download vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 "
+            "(Keras applications).\n"
+            "  2. Set VGG16_WEIGHTS to its full path, or unset VGG16_WEIGHTS to let Keras "
+            "download it."
         )
     return str(path)
 
@@ -73,9 +75,9 @@ class TrainConfig:
         learning_rate: initial learning rate of Adam.
         augment: augment the training split (never val/test).
         fine_tune_blocks: VGG16 only: how many of the last conv blocks train (0 = frozen).
-        seed: seeds Python, NumPy and TensorFlow, and the shuffling/augmentation streams.
+        seed: seeds Python, NumPy, TensorFlow, shuffling and augmentation.
         patience: epochs without a val-AUC improvement before stopping.
-        min_epochs: patience only starts counting after this many epochs (tiny val splits are noisy).
+        min_epochs: patience counts only after this many epochs (tiny val splits are noisy).
         lr_schedule: ``"plateau"`` (halve on val-AUC plateau), ``"cosine"`` or ``"constant"``.
         class_weights: weight the loss by inverse class frequency (single-label tasks).
         input_size: VGG16 only: side the images are resized to in-graph (default 32).
@@ -108,37 +110,76 @@ class TrainConfig:
 
         info.dataset_info(self.dataset)  # raises with the list of flags
         _check(self.model in MODEL_FAMILIES, "model", self.model, f"one of {MODEL_FAMILIES}")
-        _check(self.size in info.sizes(self.dataset), "size", self.size,
-               f"one of {info.sizes(self.dataset)} for {self.dataset}")
+        _check(
+            self.size in info.sizes(self.dataset),
+            "size",
+            self.size,
+            f"one of {info.sizes(self.dataset)} for {self.dataset}",
+        )
         is3d = info.is_3d(self.dataset)
         if self.model == "cnn3d" and not is3d:
             raise ValueError(f"model='cnn3d' needs a 3D dataset; {self.dataset!r} is 2D.")
         if self.model in ("cnn2d", "vgg16") and is3d:
             raise ValueError(f"model={self.model!r} is 2D; {self.dataset!r} is a 3D dataset.")
-        _check(_is_int(self.epochs) and 1 <= self.epochs <= 1000, "epochs", self.epochs,
-               "an integer in 1..1000")
-        _check(_is_int(self.batch_size) and 1 <= self.batch_size <= 4096, "batch_size",
-               self.batch_size, "an integer in 1..4096")
-        _check(not isinstance(self.learning_rate, bool)
-               and isinstance(self.learning_rate, int | float) and 0 < self.learning_rate <= 1,
-               "learning_rate", self.learning_rate, "a number in (0, 1]")
-        _check(_is_int(self.fine_tune_blocks)
-               and 0 <= self.fine_tune_blocks <= VGG16_BLOCKS,
-               "fine_tune_blocks", self.fine_tune_blocks, f"an integer in 0..{VGG16_BLOCKS}")
+        _check(
+            _is_int(self.epochs) and 1 <= self.epochs <= 1000,
+            "epochs",
+            self.epochs,
+            "an integer in 1..1000",
+        )
+        _check(
+            _is_int(self.batch_size) and 1 <= self.batch_size <= 4096,
+            "batch_size",
+            self.batch_size,
+            "an integer in 1..4096",
+        )
+        _check(
+            not isinstance(self.learning_rate, bool)
+            and isinstance(self.learning_rate, int | float)
+            and 0 < self.learning_rate <= 1,
+            "learning_rate",
+            self.learning_rate,
+            "a number in (0, 1]",
+        )
+        _check(
+            _is_int(self.fine_tune_blocks) and 0 <= self.fine_tune_blocks <= VGG16_BLOCKS,
+            "fine_tune_blocks",
+            self.fine_tune_blocks,
+            f"an integer in 0..{VGG16_BLOCKS}",
+        )
         if self.fine_tune_blocks and self.model != "vgg16":
             raise ValueError("fine_tune_blocks only applies to model='vgg16'.")
-        _check(_is_int(self.seed) and 0 <= self.seed < 2**31, "seed", self.seed,
-               "an integer in 0..2**31-1")
-        _check(_is_int(self.patience) and self.patience >= 1, "patience", self.patience,
-               "an integer >= 1")
-        _check(_is_int(self.min_epochs) and self.min_epochs >= 0, "min_epochs",
-               self.min_epochs, "an integer >= 0")
-        _check(self.lr_schedule in LR_SCHEDULES, "lr_schedule", self.lr_schedule,
-               f"one of {LR_SCHEDULES}")
+        _check(
+            _is_int(self.seed) and 0 <= self.seed < 2**31,
+            "seed",
+            self.seed,
+            "an integer in 0..2**31-1",
+        )
+        _check(
+            _is_int(self.patience) and self.patience >= 1,
+            "patience",
+            self.patience,
+            "an integer >= 1",
+        )
+        _check(
+            _is_int(self.min_epochs) and self.min_epochs >= 0,
+            "min_epochs",
+            self.min_epochs,
+            "an integer >= 0",
+        )
+        _check(
+            self.lr_schedule in LR_SCHEDULES,
+            "lr_schedule",
+            self.lr_schedule,
+            f"one of {LR_SCHEDULES}",
+        )
         if self.input_size is not None:
-            _check(self.model == "vgg16" and _is_int(self.input_size)
-                   and 32 <= self.input_size <= 224, "input_size", self.input_size,
-                   "an integer in 32..224, for model='vgg16' only")
+            _check(
+                self.model == "vgg16" and _is_int(self.input_size) and 32 <= self.input_size <= 224,
+                "input_size",
+                self.input_size,
+                "an integer in 32..224, for model='vgg16' only",
+            )
         if self.name is not None:
             from core.registry import validate_run_name
 

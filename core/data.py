@@ -53,11 +53,17 @@ def local_status(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
     for flag in info.FLAGS:
         for size in info.sizes(flag):
             path = file_path(flag, size, root)
-            rows.append({
-                "flag": flag, "size": size, "path": str(path), "present": path.is_file(),
-                "bytes": path.stat().st_size if path.is_file() else None,
-                "is_3d": info.is_3d(flag), "task": info.task(flag),
-            })
+            rows.append(
+                {
+                    "flag": flag,
+                    "size": size,
+                    "path": str(path),
+                    "present": path.is_file(),
+                    "bytes": path.stat().st_size if path.is_file() else None,
+                    "is_3d": info.is_3d(flag),
+                    "task": info.task(flag),
+                }
+            )
     return rows
 
 
@@ -90,8 +96,9 @@ def _unavailable(flag: str, size: int, path: Path, reason: str) -> DatasetUnavai
     )
 
 
-def _download(flag: str, size: int, path: Path, progress: ProgressFn | None,
-              timeout: float) -> None:
+def _download(
+    flag: str, size: int, path: Path, progress: ProgressFn | None, timeout: float
+) -> None:
     source = info.url(flag, size)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Download next to the target and rename at the end: a crash or a bad file never leaves a
@@ -124,9 +131,14 @@ def _download(flag: str, size: int, path: Path, progress: ProgressFn | None,
         tmp.unlink(missing_ok=True)
 
 
-def ensure_file(flag: str, size: int = 28, root: str | os.PathLike | None = None,
-                download: bool = True, progress: ProgressFn | None = None,
-                timeout: float = 30.0) -> Path:
+def ensure_file(
+    flag: str,
+    size: int = 28,
+    root: str | os.PathLike | None = None,
+    download: bool = True,
+    progress: ProgressFn | None = None,
+    timeout: float = 30.0,
+) -> Path:
     """Return the path of a verified file, downloading it first when allowed.
 
     Raises:
@@ -165,8 +177,13 @@ _raw_cache: dict[tuple[str, int, str], dict[str, np.ndarray]] = {}
 _raw_lock = threading.Lock()
 
 
-def load_raw(flag: str, size: int = 28, root: str | os.PathLike | None = None,
-             download: bool = False, verify: bool = True) -> dict[str, np.ndarray]:
+def load_raw(
+    flag: str,
+    size: int = 28,
+    root: str | os.PathLike | None = None,
+    download: bool = False,
+    verify: bool = True,
+) -> dict[str, np.ndarray]:
     """All six arrays of a dataset as stored (uint8), checked against INFO.
 
     Args:
@@ -204,12 +221,14 @@ def _check_arrays(flag: str, size: int, path: Path, arrays: dict[str, np.ndarray
         if not ok:
             raise DatasetCorruptError(
                 f"{path}: {split}_images has shape {images.shape}, expected (N, "
-                f"{', '.join(map(str, expected))}) for {flag} at size {size}")
+                f"{', '.join(map(str, expected))}) for {flag} at size {size}"
+            )
         labels2 = labels.reshape(len(labels), -1) if labels.ndim == 1 else labels
         if labels2.shape != (len(images), n_labels):
             raise DatasetCorruptError(
                 f"{path}: {split}_labels has shape {labels.shape}, expected "
-                f"({len(images)}, {n_labels})")
+                f"({len(images)}, {n_labels})"
+            )
         n_cls = info.num_classes(flag)
         if not info.is_multilabel(flag) and (labels2.min() < 0 or labels2.max() >= n_cls):
             raise DatasetCorruptError(f"{path}: {split}_labels outside 0..{n_cls - 1}")
@@ -222,8 +241,14 @@ def _to_model_array(flag: str, images: np.ndarray) -> np.ndarray:
     return x
 
 
-def load_raw_split(flag: str, split: str, size: int = 28, root: str | os.PathLike | None = None,
-                   download: bool = False, verify: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def load_raw_split(
+    flag: str,
+    split: str,
+    size: int = 28,
+    root: str | os.PathLike | None = None,
+    download: bool = False,
+    verify: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
     """uint8 images as stored (no channel axis for grey/3D) and labels ``(N, L)``."""
     if split not in info.SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {info.SPLITS}")
@@ -232,8 +257,14 @@ def load_raw_split(flag: str, split: str, size: int = 28, root: str | os.PathLik
     return arrays[f"{split}_images"], labels.reshape(len(labels), -1).astype(np.int64)
 
 
-def load_split(flag: str, split: str, size: int = 28, root: str | os.PathLike | None = None,
-               download: bool = False, verify: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def load_split(
+    flag: str,
+    split: str,
+    size: int = 28,
+    root: str | os.PathLike | None = None,
+    download: bool = False,
+    verify: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
     """One split as model input: float32 channels-last in [0, 1] and int64 labels ``(N, L)``.
 
     2D images come as ``(N, H, W, C)``, 3D volumes as ``(N, D, H, W, 1)``; ``L`` is 1 except for
@@ -264,8 +295,14 @@ def resize(x: np.ndarray, size: int) -> np.ndarray:
     return out.reshape(len(x), size, size, x.shape[-1]).astype(x.dtype)
 
 
-def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = False,
-                 augment: bool = False, seed: int = 0):
+def make_dataset(
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    shuffle: bool = False,
+    augment: bool = False,
+    seed: int = 0,
+):
     """A batched, prefetched ``tf.data.Dataset`` of ``(x, y)``.
 
     Augmentation (training split only: the caller decides) uses :mod:`core.augment` and is
@@ -285,7 +322,8 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = 
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds)).map(
             lambda batch, s: (augment_batch(batch[0], s), batch[1]),
-            num_parallel_calls=tf.data.AUTOTUNE)
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

@@ -34,7 +34,10 @@ def evaluate(y_true: np.ndarray, y_score: np.ndarray, task: str) -> dict[str, fl
     """
     y_true, y_score = _check(y_true, y_score, task)
     get_auc, get_acc = info.evaluator_functions()
-    return {"auc": float(get_auc(y_true, y_score, task)), "acc": float(get_acc(y_true, y_score, task))}
+    return {
+        "auc": float(get_auc(y_true, y_score, task)),
+        "acc": float(get_acc(y_true, y_score, task)),
+    }
 
 
 def predicted_classes(y_score: np.ndarray, task: str) -> np.ndarray:
@@ -45,8 +48,13 @@ def predicted_classes(y_score: np.ndarray, task: str) -> np.ndarray:
     return np.argmax(y_score, axis=-1)
 
 
-def report(y_true: np.ndarray, y_score: np.ndarray, task: str,
-           labels: list[str] | None = None, roc_points: int = 101) -> dict[str, Any]:
+def report(
+    y_true: np.ndarray,
+    y_score: np.ndarray,
+    task: str,
+    labels: list[str] | None = None,
+    roc_points: int = 101,
+) -> dict[str, Any]:
     """Official AUC/ACC plus per-class AUC/precision/recall, ROC points and the confusion matrix.
 
     ROC curves are one-vs-rest per class (per label for multi-label), resampled to at most
@@ -75,8 +83,14 @@ def report(y_true: np.ndarray, y_score: np.ndarray, task: str,
             entry["auc"] = float(roc_auc_score(truth, score))
             fpr, tpr, _ = roc_curve(truth, score)
             idx = np.unique(np.linspace(0, len(fpr) - 1, min(roc_points, len(fpr))).astype(int))
-            roc.append({"label": name, "fpr": fpr[idx].round(4).tolist(),
-                        "tpr": tpr[idx].round(4).tolist(), "auc": entry["auc"]})
+            roc.append(
+                {
+                    "label": name,
+                    "fpr": fpr[idx].round(4).tolist(),
+                    "tpr": tpr[idx].round(4).tolist(),
+                    "auc": entry["auc"],
+                }
+            )
         if task == MULTI_LABEL:
             hit = pred[:, i].astype(int)
         elif task == "binary-class":

@@ -30,31 +30,110 @@ from core.config import TrainConfig, trained_models_dir
 # One arm per experiment variant. Early stopping: patience counts after min_epochs because the
 # 98–120 image validation splits can peak by chance in the first epochs.
 ARMS: dict[str, dict[str, Any]] = {
-    "cnn3d": {"experiment": "3D CNN", "label": "3D CNN + augmentation",
-              "config": dict(dataset="adrenalmnist3d", model="cnn3d", augment=True, epochs=80,
-                             patience=12, min_epochs=15, batch_size=32, learning_rate=1e-3)},
-    "cnn2d_aug": {"experiment": "augmentation", "label": "CNN + augmentation",
-                  "config": dict(dataset="retinamnist", model="cnn2d", augment=True, epochs=80,
-                                 patience=12, min_epochs=15, batch_size=32, learning_rate=1e-3)},
-    "cnn2d_noaug": {"experiment": "augmentation", "label": "CNN, no augmentation",
-                    "config": dict(dataset="retinamnist", model="cnn2d", augment=False,
-                                   epochs=80, patience=12, min_epochs=15, batch_size=32,
-                                   learning_rate=1e-3)},
-    "resnet": {"experiment": "resnet vs cnn", "label": "ResNet from scratch + augmentation",
-               "config": dict(dataset="retinamnist", model="resnet", augment=True, epochs=80,
-                              patience=12, min_epochs=15, batch_size=32, learning_rate=1e-3)},
-    "vgg16_frozen": {"experiment": "transfer", "label": "VGG16 frozen",
-                     "config": dict(dataset="retinamnist", model="vgg16", fine_tune_blocks=0,
-                                    augment=True, epochs=40, patience=8, min_epochs=8,
-                                    batch_size=32, learning_rate=1e-3, input_size=32)},
-    "vgg16_ft1": {"experiment": "transfer", "label": "VGG16 fine-tune block 5",
-                  "config": dict(dataset="retinamnist", model="vgg16", fine_tune_blocks=1,
-                                 augment=True, epochs=40, patience=8, min_epochs=8,
-                                 batch_size=32, learning_rate=1e-4, input_size=32)},
-    "vgg16_ft2": {"experiment": "transfer", "label": "VGG16 fine-tune blocks 4-5",
-                  "config": dict(dataset="retinamnist", model="vgg16", fine_tune_blocks=2,
-                                 augment=True, epochs=40, patience=8, min_epochs=8,
-                                 batch_size=32, learning_rate=1e-4, input_size=32)},
+    "cnn3d": {
+        "experiment": "3D CNN",
+        "label": "3D CNN + augmentation",
+        "config": dict(
+            dataset="adrenalmnist3d",
+            model="cnn3d",
+            augment=True,
+            epochs=80,
+            patience=12,
+            min_epochs=15,
+            batch_size=32,
+            learning_rate=1e-3,
+        ),
+    },
+    "cnn2d_aug": {
+        "experiment": "augmentation",
+        "label": "CNN + augmentation",
+        "config": dict(
+            dataset="retinamnist",
+            model="cnn2d",
+            augment=True,
+            epochs=80,
+            patience=12,
+            min_epochs=15,
+            batch_size=32,
+            learning_rate=1e-3,
+        ),
+    },
+    "cnn2d_noaug": {
+        "experiment": "augmentation",
+        "label": "CNN, no augmentation",
+        "config": dict(
+            dataset="retinamnist",
+            model="cnn2d",
+            augment=False,
+            epochs=80,
+            patience=12,
+            min_epochs=15,
+            batch_size=32,
+            learning_rate=1e-3,
+        ),
+    },
+    "resnet": {
+        "experiment": "resnet vs cnn",
+        "label": "ResNet from scratch + augmentation",
+        "config": dict(
+            dataset="retinamnist",
+            model="resnet",
+            augment=True,
+            epochs=80,
+            patience=12,
+            min_epochs=15,
+            batch_size=32,
+            learning_rate=1e-3,
+        ),
+    },
+    "vgg16_frozen": {
+        "experiment": "transfer",
+        "label": "VGG16 frozen",
+        "config": dict(
+            dataset="retinamnist",
+            model="vgg16",
+            fine_tune_blocks=0,
+            augment=True,
+            epochs=40,
+            patience=8,
+            min_epochs=8,
+            batch_size=32,
+            learning_rate=1e-3,
+            input_size=32,
+        ),
+    },
+    "vgg16_ft1": {
+        "experiment": "transfer",
+        "label": "VGG16 fine-tune block 5",
+        "config": dict(
+            dataset="retinamnist",
+            model="vgg16",
+            fine_tune_blocks=1,
+            augment=True,
+            epochs=40,
+            patience=8,
+            min_epochs=8,
+            batch_size=32,
+            learning_rate=1e-4,
+            input_size=32,
+        ),
+    },
+    "vgg16_ft2": {
+        "experiment": "transfer",
+        "label": "VGG16 fine-tune blocks 4-5",
+        "config": dict(
+            dataset="retinamnist",
+            model="vgg16",
+            fine_tune_blocks=2,
+            augment=True,
+            epochs=40,
+            patience=8,
+            min_epochs=8,
+            batch_size=32,
+            learning_rate=1e-4,
+            input_size=32,
+        ),
+    },
 }
 DEFAULT_SEEDS = (0, 1, 2)
 
@@ -66,12 +145,17 @@ def staging_dir(root: Path | None = None) -> Path:
 def arm_config(arm: str, seed: int, overrides: dict[str, Any] | None = None) -> TrainConfig:
     if arm not in ARMS:
         raise ValueError(f"unknown arm {arm!r}; choose from {', '.join(ARMS)}")
-    return TrainConfig(**{**ARMS[arm]["config"], **(overrides or {}), "seed": seed,
-                          "name": f"{arm}-s{seed}"}).validate()
+    return TrainConfig(
+        **{**ARMS[arm]["config"], **(overrides or {}), "seed": seed, "name": f"{arm}-s{seed}"}
+    ).validate()
 
 
-def run_arms(arms: Sequence[str], seeds: Sequence[int], root: Path | None = None,
-             overrides: dict[str, Any] | None = None) -> list[Path]:
+def run_arms(
+    arms: Sequence[str],
+    seeds: Sequence[int],
+    root: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> list[Path]:
     """Train every (seed, arm) not yet in staging; seeds outer so every arm gets seed 0 first."""
     from core import training
 
@@ -88,9 +172,12 @@ def run_arms(arms: Sequence[str], seeds: Sequence[int], root: Path | None = None
             print(f"train {cfg.name} ...", flush=True)
             path = training.run(cfg, output_root=stage)
             m = registry.read_json(path, "metrics.json")
-            print(f"done {cfg.name} in {time.time() - start:.0f}s: val AUC {m['val']['auc']:.4f} "
-                  f"test AUC {m['test']['auc']:.4f} ACC {m['test']['acc']:.4f} "
-                  f"({m['epochs_run']} epochs)", flush=True)
+            print(
+                f"done {cfg.name} in {time.time() - start:.0f}s: val AUC {m['val']['auc']:.4f} "
+                f"test AUC {m['test']['auc']:.4f} ACC {m['test']['acc']:.4f} "
+                f"({m['epochs_run']} epochs)",
+                flush=True,
+            )
             done.append(path)
     return done
 
@@ -118,8 +205,9 @@ def promote(arms: Sequence[str] | None = None, root: Path | None = None) -> list
     promoted = []
     for arm in arms or ARMS:
         runs = sorted(stage.glob(f"{arm}-s*"))
-        runs = [r for r in runs if (r / "metrics.json").is_file()
-                and r.name.rsplit("-s", 1)[0] == arm]
+        runs = [
+            r for r in runs if (r / "metrics.json").is_file() and r.name.rsplit("-s", 1)[0] == arm
+        ]
         if not runs:
             continue
         metrics = [registry.read_json(r, "metrics.json") for r in runs]
@@ -127,17 +215,28 @@ def promote(arms: Sequence[str] | None = None, root: Path | None = None) -> list
         ref = int(order[(len(order) - 1) // 2])  # the median (lower median for even counts)
         ref_run, ref_metrics = runs[ref], dict(metrics[ref])
         ref_metrics["seeds"] = [
-            {"seed": m["seed"], "val": m["val"], "test": m["test"], "run": r.name,
-             "epochs_run": m["epochs_run"], "best_epoch": m["best_epoch"],
-             "wall_time_s": m["wall_time_s"], "s_per_epoch": m["s_per_epoch"]}
-            for r, m in zip(runs, metrics, strict=True)]
-        ref_metrics["summary"] = {**summarize(metrics), "reference_seed": ref_metrics["seed"],
-                                  "reference_rule": "median seed by validation AUC",
-                                  "total_wall_time_s": float(sum(m["wall_time_s"]
-                                                                 for m in metrics))}
+            {
+                "seed": m["seed"],
+                "val": m["val"],
+                "test": m["test"],
+                "run": r.name,
+                "epochs_run": m["epochs_run"],
+                "best_epoch": m["best_epoch"],
+                "wall_time_s": m["wall_time_s"],
+                "s_per_epoch": m["s_per_epoch"],
+            }
+            for r, m in zip(runs, metrics, strict=True)
+        ]
+        ref_metrics["summary"] = {
+            **summarize(metrics),
+            "reference_seed": ref_metrics["seed"],
+            "reference_rule": "median seed by validation AUC",
+            "total_wall_time_s": float(sum(m["wall_time_s"] for m in metrics)),
+        }
         cfg = registry.read_json(ref_run, "config.json")
-        cfg.update(name=arm, arm=arm, experiment=ARMS[arm]["experiment"],
-                   variant=ARMS[arm]["label"])
+        cfg.update(
+            name=arm, arm=arm, experiment=ARMS[arm]["experiment"], variant=ARMS[arm]["label"]
+        )
         final = base / arm
         scratch = Path(tempfile.mkdtemp(prefix=f".tmp-{arm}-", dir=base))
         os.chmod(scratch, 0o755)
@@ -147,8 +246,11 @@ def promote(arms: Sequence[str] | None = None, root: Path | None = None) -> list
                     shutil.copy2(item, scratch / item.name)
             # keep quantization/alignment results when the reference *training run* is unchanged
             old = registry.read_json(final, "metrics.json") if final.is_dir() else None
-            if old and old.get("created") == ref_metrics.get("created") \
-                    and old.get("seed") == ref_metrics.get("seed"):
+            if (
+                old
+                and old.get("created") == ref_metrics.get("created")
+                and old.get("seed") == ref_metrics.get("seed")
+            ):
                 for extra in ("quantized", "explain.json"):
                     src = final / extra
                     if src.is_dir():
@@ -169,15 +271,20 @@ def promote(arms: Sequence[str] | None = None, root: Path | None = None) -> list
             raise
         promoted.append(final)
         s = ref_metrics["summary"]
-        print(f"{arm}: {s['n_seeds']} seeds, test AUC {s['test_auc_mean']:.4f} ± "
-              f"{s['test_auc_std']:.4f}, ACC {s['test_acc_mean']:.4f} ± {s['test_acc_std']:.4f}; "
-              f"reference seed {s['reference_seed']}")
+        print(
+            f"{arm}: {s['n_seeds']} seeds, test AUC {s['test_auc_mean']:.4f} ± "
+            f"{s['test_auc_std']:.4f}, ACC {s['test_acc_mean']:.4f} ± {s['test_acc_std']:.4f}; "
+            f"reference seed {s['reference_seed']}"
+        )
     return promoted
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m core.experiments", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m core.experiments",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="train arms × seeds into staging (resumes)")
     r.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))

@@ -179,7 +179,10 @@ def best_published(flag: str) -> dict[str, tuple[float, str]] | None:
         return None
     best_auc = max(rows, key=lambda r: r["auc"])
     best_acc = max(rows, key=lambda r: r["acc"])
-    return {"auc": (best_auc["auc"], best_auc["method"]), "acc": (best_acc["acc"], best_acc["method"])}
+    return {
+        "auc": (best_auc["auc"], best_auc["method"]),
+        "acc": (best_acc["acc"], best_acc["method"]),
+    }
 
 
 @cache

@@ -39,13 +39,18 @@ def validate_run_name(name: str) -> str:
         ValueError: anything else (slashes, ``..``, control characters, empty).
     """
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or name in (".", ".."):
-        raise ValueError(f"invalid run name {name!r}: use 1-128 letters, digits, '.', '_' or '-', "
-                         "starting with a letter or digit")
+        raise ValueError(
+            f"invalid run name {name!r}: use 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
     return name
 
 
-def resolve_run(name_or_path: str | os.PathLike, root: str | os.PathLike | None = None,
-                allow_outside: bool = False) -> Path:
+def resolve_run(
+    name_or_path: str | os.PathLike,
+    root: str | os.PathLike | None = None,
+    allow_outside: bool = False,
+) -> Path:
     """The directory of a run, given its name or a path.
 
     Args:
@@ -124,9 +129,16 @@ def list_runs(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
             continue
         if not metrics or not cfg:
             continue
-        runs.append({"name": path.name, "path": str(path), "config": cfg, "metrics": metrics,
-                     "quantized": _read_optional(path / "quantized", "results.json"),
-                     "explain": _read_optional(path, "explain.json")})
+        runs.append(
+            {
+                "name": path.name,
+                "path": str(path),
+                "config": cfg,
+                "metrics": metrics,
+                "quantized": _read_optional(path / "quantized", "results.json"),
+                "explain": _read_optional(path, "explain.json"),
+            }
+        )
     return runs
 
 
@@ -157,9 +169,16 @@ def default_run_name(cfg: dict[str, Any]) -> str:
     return "-".join(str(p) for p in parts)
 
 
-def save_run(model: Any, cfg: dict[str, Any], history: dict[str, Any], metrics: dict[str, Any],
-             evaluation: dict[str, Any] | None = None, root: str | os.PathLike | None = None,
-             name: str | None = None, lean: bool = False) -> Path:
+def save_run(
+    model: Any,
+    cfg: dict[str, Any],
+    history: dict[str, Any],
+    metrics: dict[str, Any],
+    evaluation: dict[str, Any] | None = None,
+    root: str | os.PathLike | None = None,
+    name: str | None = None,
+    lean: bool = False,
+) -> Path:
     """Save a finished run atomically and return its directory.
 
     Everything is written into a hidden scratch directory inside the registry, fsynced, then
@@ -184,8 +203,12 @@ def save_run(model: Any, cfg: dict[str, Any], history: dict[str, Any], metrics: 
         else:
             _save_without_optimizer(model, scratch / MODEL_FILE)
         cfg = {**cfg, "name": name, "lean": lean}
-        for fname, obj in (("config.json", cfg), ("history.json", history),
-                           ("metrics.json", metrics), ("evaluation.json", evaluation)):
+        for fname, obj in (
+            ("config.json", cfg),
+            ("history.json", history),
+            ("metrics.json", metrics),
+            ("evaluation.json", evaluation),
+        ):
             if obj is not None:
                 write_json_atomic(scratch / fname, obj)
         for child in scratch.iterdir():
@@ -266,10 +289,14 @@ def _rebuild_lean(run_dir: Path, cfg: dict[str, Any]) -> Any:
     from core import info
     from core.models import build_model, input_shape_for
 
-    model = build_model("vgg16", input_shape_for("vgg16", cfg["dataset"], cfg.get("size", 28)),
-                        info.num_classes(cfg["dataset"]), info.task(cfg["dataset"]),
-                        input_size=config.TrainConfig.from_dict(cfg).effective_input_size,
-                        fine_tune_blocks=cfg.get("fine_tune_blocks", 0))
+    model = build_model(
+        "vgg16",
+        input_shape_for("vgg16", cfg["dataset"], cfg.get("size", 28)),
+        info.num_classes(cfg["dataset"]),
+        info.task(cfg["dataset"]),
+        input_size=config.TrainConfig.from_dict(cfg).effective_input_size,
+        fine_tune_blocks=cfg.get("fine_tune_blocks", 0),
+    )
     with np.load(run_dir / LEAN_FILE, allow_pickle=False) as npz:
         grouped: dict[str, dict[int, Any]] = {}
         for key in npz.files:
@@ -280,8 +307,9 @@ def _rebuild_lean(run_dir: Path, cfg: dict[str, Any]) -> Any:
     return model
 
 
-def load_model(run_dir: str | os.PathLike, root: str | os.PathLike | None = None,
-               allow_outside: bool = False) -> Any:
+def load_model(
+    run_dir: str | os.PathLike, root: str | os.PathLike | None = None, allow_outside: bool = False
+) -> Any:
     """The trained Keras model of a run (Keras safe mode: no arbitrary code is deserialised).
 
     Raises:
@@ -298,5 +326,6 @@ def load_model(run_dir: str | os.PathLike, root: str | os.PathLike | None = None
     model_file = path / MODEL_FILE
     if not model_file.is_file():
         raise RegistryError(f"{path} has no {MODEL_FILE}")
-    return keras.models.load_model(model_file, custom_objects=CUSTOM_OBJECTS, compile=False,
-                                   safe_mode=True)
+    return keras.models.load_model(
+        model_file, custom_objects=CUSTOM_OBJECTS, compile=False, safe_mode=True
+    )

@@ -27,20 +27,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-weights", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default")
     p.add_argument("--name", default=None, help="run directory name (default: generated)")
-    p.add_argument("--output", default=None,
-                   help="registry folder (default: TRAINED_MODELS_DIR or trained_models/)")
+    p.add_argument(
+        "--output",
+        default=None,
+        help="registry folder (default: TRAINED_MODELS_DIR or trained_models/)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cfg = TrainConfig(dataset=args.dataset, model=args.model, size=args.size, epochs=args.epochs,
-                      batch_size=args.batch_size, learning_rate=args.learning_rate,
-                      augment=args.augment, fine_tune_blocks=args.fine_tune_blocks,
-                      seed=args.seed, patience=args.patience, min_epochs=args.min_epochs,
-                      lr_schedule=args.lr_schedule, class_weights=args.class_weights,
-                      input_size=args.input_size, name=args.name)
+    cfg = TrainConfig(
+        dataset=args.dataset,
+        model=args.model,
+        size=args.size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        augment=args.augment,
+        fine_tune_blocks=args.fine_tune_blocks,
+        seed=args.seed,
+        patience=args.patience,
+        min_epochs=args.min_epochs,
+        lr_schedule=args.lr_schedule,
+        class_weights=args.class_weights,
+        input_size=args.input_size,
+        name=args.name,
+    )
     try:
         cfg.validate()
     except ValueError as exc:
@@ -53,8 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from core.data import DataError
 
     if cfg.name and (registry.root_dir(args.output) / cfg.name).exists():
-        print(f"error: run {cfg.name!r} already exists in {registry.root_dir(args.output)}; "
-              "choose another --name", file=sys.stderr)
+        print(
+            f"error: run {cfg.name!r} already exists in {registry.root_dir(args.output)}; "
+            "choose another --name",
+            file=sys.stderr,
+        )
         return 2
     try:
         # a user with internet gets a missing file downloaded (MD5-checked), as jobs do
@@ -66,19 +83,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     callbacks = []
     bar = None
     if not args.no_progress:
-        bar = tqdm(total=cfg.epochs, desc=f"{cfg.model} on {cfg.dataset}", unit="epoch",
-                   file=sys.stderr)
+        bar = tqdm(
+            total=cfg.epochs, desc=f"{cfg.model} on {cfg.dataset}", unit="epoch", file=sys.stderr
+        )
 
         def on_epoch(p: dict) -> None:
             bar.update(1)
-            bar.set_postfix(loss=f"{p.get('loss', float('nan')):.4f}",
-                            val_auc=f"{p.get('val_auc', float('nan')):.4f}")
+            bar.set_postfix(
+                loss=f"{p.get('loss', float('nan')):.4f}",
+                val_auc=f"{p.get('val_auc', float('nan')):.4f}",
+            )
 
         callbacks.append(training.ProgressCallback(on_epoch, cfg.epochs))
     try:
         strategy = training.get_strategy(args.strategy)
-        run_dir = training.run(cfg, output_root=args.output, callbacks=callbacks,
-                               strategy=strategy)
+        run_dir = training.run(cfg, output_root=args.output, callbacks=callbacks, strategy=strategy)
     except (ValueError, DataError, registry.RegistryError, training.TrainingDiverged) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -23,7 +23,7 @@ import tf_keras as keras
 
 from core import data, evaluation, info, registry
 from core.config import TrainConfig
-from core.models import build_model, compile_model, input_shape_for, prepare_input
+from core.models import build_model, compile_model, prepare_input
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 
@@ -75,9 +75,10 @@ def get_strategy(name: str = "default") -> tf.distribute.Strategy:
         if not os.environ.get("TF_CONFIG"):
             raise ValueError(
                 "strategy 'multiworker' needs TF_CONFIG.\n"
-                "  1. On each worker set TF_CONFIG='{\"cluster\": {\"worker\": [\"host1:port\", "
-                "\"host2:port\"]}, \"task\": {\"type\": \"worker\", \"index\": I}}'.\n"
-                "  2. Run the same training command on every worker.")
+                '  1. On each worker set TF_CONFIG=\'{"cluster": {"worker": ["host1:port", '
+                '"host2:port"]}, "task": {"type": "worker", "index": I}}\'.\n'
+                "  2. Run the same training command on every worker."
+            )
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"strategy {name!r} is not supported; choose one of {STRATEGIES}")
 
@@ -101,8 +102,13 @@ class ProgressCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = dict(logs or {})
-        self.fn({"epoch": epoch + 1, "epochs": self.epochs or self.params.get("epochs"),
-                 **{k: float(v) for k, v in logs.items() if np.isscalar(v)}})
+        self.fn(
+            {
+                "epoch": epoch + 1,
+                "epochs": self.epochs or self.params.get("epochs"),
+                **{k: float(v) for k, v in logs.items() if np.isscalar(v)},
+            }
+        )
 
 
 class CancelCallback(keras.callbacks.Callback):
@@ -134,8 +140,14 @@ class ValidationMonitor(keras.callbacks.Callback):
     chance in epoch 2 and would otherwise end training before the model learned anything.
     """
 
-    def __init__(self, x_val: np.ndarray, y_val: np.ndarray, task: str, cfg: TrainConfig,
-                 checkpoint: Path | None = None):
+    def __init__(
+        self,
+        x_val: np.ndarray,
+        y_val: np.ndarray,
+        task: str,
+        cfg: TrainConfig,
+        checkpoint: Path | None = None,
+    ):
         super().__init__()
         self.x_val, self.y_val, self.task, self.cfg = x_val, y_val, task, cfg
         self.checkpoint = checkpoint
@@ -177,7 +189,9 @@ class ValidationMonitor(keras.callbacks.Callback):
         self.plateau_wait += 1
         if epoch + 1 > self.cfg.min_epochs:
             self.wait += 1
-        if self.cfg.lr_schedule == "plateau" and self.plateau_wait >= max(2, self.cfg.patience // 2):
+        if self.cfg.lr_schedule == "plateau" and self.plateau_wait >= max(
+            2, self.cfg.patience // 2
+        ):
             self._set_lr(max(lr * 0.5, 1e-6))
             self.plateau_wait = 0
         if self.wait >= self.cfg.patience:
@@ -192,9 +206,14 @@ def _class_weights(y: np.ndarray, task: str) -> dict[int, float] | None:
     return {i: float(w) for i, w in enumerate(weights)}
 
 
-def train(cfg: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (),
-          strategy: tf.distribute.Strategy | None = None, split_data: SplitData | None = None,
-          checkpoint: Path | None = None, verbose: int = 0) -> TrainResult:
+def train(
+    cfg: TrainConfig,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    strategy: tf.distribute.Strategy | None = None,
+    split_data: SplitData | None = None,
+    checkpoint: Path | None = None,
+    verbose: int = 0,
+) -> TrainResult:
     """Train a model for ``cfg``; return it with the best validation-AUC weights restored.
 
     Raises:
@@ -213,28 +232,41 @@ def train(cfg: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (),
     with strategy.scope():
         kwargs: dict[str, Any] = {}
         if cfg.model == "vgg16":
-            kwargs = {"input_size": cfg.effective_input_size,
-                      "fine_tune_blocks": cfg.fine_tune_blocks}
-        model = build_model(cfg.model, split_data.x_train.shape[1:],
-                            info.num_classes(cfg.dataset), task, **kwargs)
+            kwargs = {
+                "input_size": cfg.effective_input_size,
+                "fine_tune_blocks": cfg.fine_tune_blocks,
+            }
+        model = build_model(
+            cfg.model, split_data.x_train.shape[1:], info.num_classes(cfg.dataset), task, **kwargs
+        )
         compile_model(model, task, cfg.learning_rate)
-    train_ds = data.make_dataset(split_data.x_train, split_data.y_train, cfg.batch_size,
-                                 shuffle=True, augment=cfg.augment, seed=cfg.seed)
+    train_ds = data.make_dataset(
+        split_data.x_train,
+        split_data.y_train,
+        cfg.batch_size,
+        shuffle=True,
+        augment=cfg.augment,
+        seed=cfg.seed,
+    )
     monitor = ValidationMonitor(split_data.x_val, split_data.y_val, task, cfg, checkpoint)
     nan_guard = keras.callbacks.TerminateOnNaN()
     cancel = [c for c in callbacks if isinstance(c, CancelCallback)]
     start = time.perf_counter()
-    hist = model.fit(train_ds, epochs=cfg.epochs, verbose=verbose,
-                     callbacks=[monitor, nan_guard, *callbacks],
-                     class_weight=_class_weights(split_data.y_train, task)
-                     if cfg.class_weights else None)
+    hist = model.fit(
+        train_ds,
+        epochs=cfg.epochs,
+        verbose=verbose,
+        callbacks=[monitor, nan_guard, *callbacks],
+        class_weight=_class_weights(split_data.y_train, task) if cfg.class_weights else None,
+    )
     wall = time.perf_counter() - start
     if any(c.cancelled for c in cancel):
         raise TrainingCancelled("training was cancelled; nothing was saved")
     losses = hist.history.get("loss", [])
     if (losses and not np.isfinite(losses[-1])) or monitor.best_weights is None:
         raise TrainingDiverged(
-            "the loss became NaN/inf; lower the learning rate. Nothing was saved.")
+            "the loss became NaN/inf; lower the learning rate. Nothing was saved."
+        )
     model.set_weights(monitor.best_weights)
     history = {"loss": [float(v) for v in losses], **monitor.history}
     return TrainResult(model, history, monitor.best_epoch, len(losses), wall, monitor.best_val)
@@ -252,10 +284,14 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def run(cfg: TrainConfig, output_root: str | os.PathLike | None = None,
-        callbacks: Sequence[keras.callbacks.Callback] = (),
-        strategy: tf.distribute.Strategy | None = None,
-        data_root: str | os.PathLike | None = None, verbose: int = 0) -> Path:
+def run(
+    cfg: TrainConfig,
+    output_root: str | os.PathLike | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    strategy: tf.distribute.Strategy | None = None,
+    data_root: str | os.PathLike | None = None,
+    verbose: int = 0,
+) -> Path:
     """Train, evaluate on val and (once) on test, and save the run atomically.
 
     Returns:
@@ -269,29 +305,47 @@ def run(cfg: TrainConfig, output_root: str | os.PathLike | None = None,
         registry.round_trained_to_float16(result.model)
     task = info.task(cfg.dataset)
     labels = info.label_names(cfg.dataset)
-    val = evaluation.evaluate(split_data.y_val, evaluation.predict(result.model, split_data.x_val),
-                              task)
+    val = evaluation.evaluate(
+        split_data.y_val, evaluation.predict(result.model, split_data.x_val), task
+    )
     test_scores = evaluation.predict(result.model, split_data.x_test)
     test = evaluation.evaluate(split_data.y_test, test_scores, task)
     evaluation_report = evaluation.report(split_data.y_test, test_scores, task, labels)
     path = data.file_path(cfg.dataset, cfg.size, data_root)
-    config_dict = {**cfg.to_dict(), "task": task, "labels": labels,
-                   "input_shape": list(split_data.x_train.shape[1:]),
-                   "dataset_file": path.name, "strategy": type(strategy).__name__ if strategy else
-                   "default"}
+    config_dict = {
+        **cfg.to_dict(),
+        "task": task,
+        "labels": labels,
+        "input_shape": list(split_data.x_train.shape[1:]),
+        "dataset_file": path.name,
+        "strategy": type(strategy).__name__ if strategy else "default",
+    }
     name = cfg.name or registry.default_run_name(config_dict)
     metrics = {
-        "val": val, "test": test, "seed": cfg.seed, "epochs_run": result.epochs_run,
-        "best_epoch": result.best_epoch, "wall_time_s": round(result.wall_time_s, 2),
+        "val": val,
+        "test": test,
+        "seed": cfg.seed,
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "wall_time_s": round(result.wall_time_s, 2),
         "s_per_epoch": round(result.wall_time_s / max(1, result.epochs_run), 3),
         "params": int(result.model.count_params()),
         "trainable_params": int(sum(np.prod(w.shape) for w in result.model.trainable_weights)),
-        "versions": _versions(), "data_md5": data.md5sum(path),
+        "versions": _versions(),
+        "data_md5": data.md5sum(path),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "seeds": [{"seed": cfg.seed, "val": val, "test": test, "run": name}],
     }
-    return registry.save_run(result.model, config_dict, result.history, metrics, evaluation_report,
-                             root=output_root, name=name, lean=lean)
+    return registry.save_run(
+        result.model,
+        config_dict,
+        result.history,
+        metrics,
+        evaluation_report,
+        root=output_root,
+        name=name,
+        lean=lean,
+    )
 
 
 def dumps(obj: Any) -> str:

@@ -24,20 +24,29 @@ BUILDERS: dict[str, Callable[..., keras.Model]] = {
 
 CUSTOM_OBJECTS = {"MaxPool3DBuiltin": MaxPool3DBuiltin}
 
-__all__ = ["BUILDERS", "CUSTOM_OBJECTS", "build_model", "prepare_input", "input_shape_for",
-           "compile_model", "MaxPool3DBuiltin"]
+__all__ = [
+    "BUILDERS",
+    "CUSTOM_OBJECTS",
+    "build_model",
+    "prepare_input",
+    "input_shape_for",
+    "compile_model",
+    "MaxPool3DBuiltin",
+]
 
 
-def build_model(family: str, input_shape: tuple[int, ...], num_classes: int, task: str,
-                **kwargs: Any) -> keras.Model:
+def build_model(
+    family: str, input_shape: tuple[int, ...], num_classes: int, task: str, **kwargs: Any
+) -> keras.Model:
     """Build a model of ``family`` (one of ``BUILDERS``).
 
     Raises:
         ValueError: unknown family (the message lists the families).
     """
     if family not in BUILDERS:
-        raise ValueError(f"model family {family!r} is not supported; choose one of "
-                         f"{', '.join(BUILDERS)}")
+        raise ValueError(
+            f"model family {family!r} is not supported; choose one of {', '.join(BUILDERS)}"
+        )
     return BUILDERS[family](tuple(input_shape), num_classes, task, **kwargs)
 
 
@@ -64,7 +73,10 @@ def input_shape_for(family: str, flag: str, size: int = 28) -> tuple[int, ...]:
 
 def compile_model(model: keras.Model, task: str, learning_rate: float = 1e-3) -> keras.Model:
     """Adam + the task's loss: binary cross-entropy per label, else sparse categorical."""
-    loss = ("binary_crossentropy" if task == MULTI_LABEL
-            else keras.losses.SparseCategoricalCrossentropy())
+    loss = (
+        "binary_crossentropy"
+        if task == MULTI_LABEL
+        else keras.losses.SparseCategoricalCrossentropy()
+    )
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss)
     return model

@@ -7,10 +7,18 @@ import tf_keras as keras
 from core.models.layers import classifier_head
 
 
-def build_cnn2d(input_shape: tuple[int, ...], num_classes: int, task: str, *,
-                filters: tuple[int, ...] = (32, 64, 128), convs_per_block: int = 2,
-                block_dropout: float = 0.25, dense_units: int = 128, dropout: float = 0.5,
-                name: str = "cnn2d") -> keras.Model:
+def build_cnn2d(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    task: str,
+    *,
+    filters: tuple[int, ...] = (32, 64, 128),
+    convs_per_block: int = 2,
+    block_dropout: float = 0.25,
+    dense_units: int = 128,
+    dropout: float = 0.5,
+    name: str = "cnn2d",
+) -> keras.Model:
     """Blocks of (Conv → BN → ReLU) × ``convs_per_block`` → MaxPool → Dropout, then GAP → FC.
 
     Args:
@@ -30,8 +38,9 @@ def build_cnn2d(input_shape: tuple[int, ...], num_classes: int, task: str, *,
     x = inputs
     for b, f in enumerate(filters, start=1):
         for c in range(1, convs_per_block + 1):
-            x = keras.layers.Conv2D(f, 3, padding="same", use_bias=False,
-                                    name=f"block{b}_conv{c}")(x)
+            x = keras.layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"block{b}_conv{c}")(
+                x
+            )
             x = keras.layers.BatchNormalization(name=f"block{b}_bn{c}")(x)
             x = keras.layers.ReLU(name=f"block{b}_relu{c}")(x)
         if b < len(filters):  # keep the last feature map at 7×7 for a useful Grad-CAM grid

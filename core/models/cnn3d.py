@@ -7,9 +7,16 @@ import tf_keras as keras
 from core.models.layers import MaxPool3DBuiltin, classifier_head
 
 
-def build_cnn3d(input_shape: tuple[int, ...], num_classes: int, task: str, *,
-                filters: tuple[int, ...] = (16, 32, 64), dense_units: int = 128,
-                dropout: float = 0.5, name: str = "cnn3d") -> keras.Model:
+def build_cnn3d(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    task: str,
+    *,
+    filters: tuple[int, ...] = (16, 32, 64),
+    dense_units: int = 128,
+    dropout: float = 0.5,
+    name: str = "cnn3d",
+) -> keras.Model:
     """Three Conv3D/BatchNorm/ReLU/MaxPool stages, then Flatten → FC → Dropout → classifier.
 
     Args:

@@ -44,8 +44,10 @@ def classifier_head(x: tf.Tensor, num_classes: int, task: str) -> tf.Tensor:
 
 
 CONV = {2: keras.layers.Conv2D, 3: keras.layers.Conv3D}
-POOL = {2: lambda name: keras.layers.MaxPooling2D(2, name=name),
-        3: lambda name: MaxPool3DBuiltin(name=name)}
+POOL = {
+    2: lambda name: keras.layers.MaxPooling2D(2, name=name),
+    3: lambda name: MaxPool3DBuiltin(name=name),
+}
 GAP = {2: keras.layers.GlobalAveragePooling2D, 3: keras.layers.GlobalAveragePooling3D}
 
 

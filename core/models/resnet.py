@@ -10,16 +10,23 @@ import tf_keras as keras
 from core.models.layers import CONV, GAP, classifier_head, spatial_rank
 
 
-def residual_block(x: tf.Tensor, filters: int, kernel_size: int = 3, stride: int = 1,
-                   rank: int = 2, name: str | None = None) -> tf.Tensor:
+def residual_block(
+    x: tf.Tensor,
+    filters: int,
+    kernel_size: int = 3,
+    stride: int = 1,
+    rank: int = 2,
+    name: str | None = None,
+) -> tf.Tensor:
     """Conv → BN → ReLU → Conv → BN, plus a shortcut; a 1×1 projection when the shape changes."""
     conv = CONV[rank]
     shortcut = x
     if stride != 1 or x.shape[-1] != filters:
         shortcut = conv(filters, 1, strides=stride, use_bias=False, name=f"{name}_proj_conv")(x)
         shortcut = keras.layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
-    y = conv(filters, kernel_size, strides=stride, padding="same", use_bias=False,
-             name=f"{name}_conv1")(x)
+    y = conv(
+        filters, kernel_size, strides=stride, padding="same", use_bias=False, name=f"{name}_conv1"
+    )(x)
     y = keras.layers.BatchNormalization(name=f"{name}_bn1")(y)
     y = keras.layers.ReLU(name=f"{name}_relu1")(y)
     y = conv(filters, kernel_size, padding="same", use_bias=False, name=f"{name}_conv2")(y)
@@ -36,9 +43,16 @@ def stack(x: tf.Tensor, filters: int, blocks: int, stride: int, rank: int, name:
     return x
 
 
-def ResNet(stack_fn: Callable[[tf.Tensor, int], tf.Tensor], input_shape: tuple[int, ...],
-           num_classes: int, task: str, *, stem_filters: int = 32, dropout: float = 0.3,
-           name: str = "resnet") -> keras.Model:
+def ResNet(  # noqa: N802 - named like Keras' applications.ResNet
+    stack_fn: Callable[[tf.Tensor, int], tf.Tensor],
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    task: str,
+    *,
+    stem_filters: int = 32,
+    dropout: float = 0.3,
+    name: str = "resnet",
+) -> keras.Model:
     """Generic ResNet: stem conv → ``stack_fn`` stages → global average pooling → classifier."""
     rank = spatial_rank(input_shape)
     inputs = keras.Input(shape=input_shape, name="volume" if rank == 3 else "image")
@@ -51,9 +65,17 @@ def ResNet(stack_fn: Callable[[tf.Tensor, int], tf.Tensor], input_shape: tuple[i
     return keras.Model(inputs, classifier_head(x, num_classes, task), name=name)
 
 
-def build_resnet(input_shape: tuple[int, ...], num_classes: int, task: str, *,
-                 filters: tuple[int, ...] = (32, 64, 128), blocks: tuple[int, ...] = (2, 2, 2),
-                 stem_filters: int = 32, dropout: float = 0.3, name: str = "resnet") -> keras.Model:
+def build_resnet(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    task: str,
+    *,
+    filters: tuple[int, ...] = (32, 64, 128),
+    blocks: tuple[int, ...] = (2, 2, 2),
+    stem_filters: int = 32,
+    dropout: float = 0.3,
+    name: str = "resnet",
+) -> keras.Model:
     """ResNet-style network for 28–64 px inputs (2D or 3D by the input rank).
 
     Args:
@@ -74,5 +96,12 @@ def build_resnet(input_shape: tuple[int, ...], num_classes: int, task: str, *,
             x = stack(x, f, n, stride=1 if i == 1 else 2, rank=rank, name=f"stage{i}")
         return x
 
-    return ResNet(stack_fn, input_shape, num_classes, task, stem_filters=stem_filters,
-                  dropout=dropout, name=name)
+    return ResNet(
+        stack_fn,
+        input_shape,
+        num_classes,
+        task,
+        stem_filters=stem_filters,
+        dropout=dropout,
+        name=name,
+    )

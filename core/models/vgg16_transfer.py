@@ -32,15 +32,25 @@ def resolve_weights(weights: str | None) -> str | None:
     if weights == "imagenet":
         return keras.utils.get_file(
             "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
-            keras_vgg16.WEIGHTS_PATH_NO_TOP, cache_subdir="models",
-            file_hash="6d6bbae143d832006294945121d1f1fc")
+            keras_vgg16.WEIGHTS_PATH_NO_TOP,
+            cache_subdir="models",
+            file_hash="6d6bbae143d832006294945121d1f1fc",
+        )
     return weights
 
 
-def build_vgg16(input_shape: tuple[int, ...], num_classes: int, task: str, *,
-                input_size: int = 32, fine_tune_blocks: int = 0, weights: str | None = "default",
-                dense_units: int = 256, dropout: float = 0.5,
-                name: str = "vgg16_transfer") -> keras.Model:
+def build_vgg16(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    task: str,
+    *,
+    input_size: int = 32,
+    fine_tune_blocks: int = 0,
+    weights: str | None = "default",
+    dense_units: int = 256,
+    dropout: float = 0.5,
+    name: str = "vgg16_transfer",
+) -> keras.Model:
     """ImageNet VGG16 backbone with a GAP → BN → FC → Dropout → classifier head.
 
     Args:
@@ -66,14 +76,15 @@ def build_vgg16(input_shape: tuple[int, ...], num_classes: int, task: str, *,
     inputs = keras.Input(shape=input_shape, name="image")
     x = inputs
     if input_shape[0] != input_size or input_shape[1] != input_size:
-        x = keras.layers.Resizing(input_size, input_size, interpolation="bilinear",
-                                  name="resize")(x)
+        x = keras.layers.Resizing(input_size, input_size, interpolation="bilinear", name="resize")(
+            x
+        )
     # A frozen 1×1 convolution does caffe preprocessing with ops TFLite and tfmot both know.
     preprocess = keras.layers.Conv2D(3, 1, name="caffe_preprocess", trainable=False)
     x = preprocess(x)
     preprocess.set_weights(list(_caffe_kernel()))
     base = keras_vgg16.VGG16(include_top=False, weights=None, input_tensor=x)
-    trainable_blocks = set(BLOCKS[len(BLOCKS) - fine_tune_blocks:]) if fine_tune_blocks else set()
+    trainable_blocks = set(BLOCKS[len(BLOCKS) - fine_tune_blocks :]) if fine_tune_blocks else set()
     for layer in base.layers:
         if layer.name.startswith("block"):
             layer.trainable = layer.name.split("_")[0] in trainable_blocks
@@ -92,5 +103,6 @@ def build_vgg16(input_shape: tuple[int, ...], num_classes: int, task: str, *,
 
 def backbone_layer_names(model: keras.Model) -> list[str]:
     """Names of the VGG16 conv layers (the ones ImageNet weights fill)."""
-    return [layer.name for layer in model.layers if layer.name.startswith("block")
-            and layer.weights]
+    return [
+        layer.name for layer in model.layers if layer.name.startswith("block") and layer.weights
+    ]
