@@ -54,7 +54,8 @@ _CONV_TYPES = (
 # Datasets whose anatomy can be segmented from the image itself (see anatomy_mask).
 MASK_FLAGS = ("adrenalmnist3d", "vesselmnist3d", "retinamnist")
 
-# model -> {(layer_name, method, compiled, upsample): callable}; weak so cached functions die with the model.
+# model -> {(layer_name, method, compiled, upsample): callable}; weak keys, so the cached
+# functions are freed with their model.
 _FN_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _CACHE_LOCK = threading.Lock()
 
@@ -873,7 +874,7 @@ def compute_alignment_run(
     flag, family = config["dataset"], config["model"]
     x_raw, y = data.load_split(flag, split, size=int(config.get("size", 28)))
     x = models.prepare_input(family, x_raw)
-    model = registry.load_model(run)
+    model = registry.load_model(run, allow_outside=True)
     summaries = {
         method: alignment_summary(
             model, x, y, flag, n=n, method=method, steps=steps, seed=seed, mask_x=x_raw

@@ -116,7 +116,9 @@ class TFLiteModel:
         arr = np.asarray(x, np.float32)
         expected = self.input_shape[1:]
         if arr.ndim != len(expected) + 1 or tuple(arr.shape[1:]) != expected:
-            raise ValueError(f"input has shape {arr.shape}; this TFLite model expects (N, *{expected})")
+            raise ValueError(
+                f"input has shape {arr.shape}; this TFLite model expects (N, *{expected})"
+            )
         if not np.all(np.isfinite(arr)):
             raise ValueError("input contains NaN or infinite values")
         xq = self._quantize_input(arr)

@@ -1,0 +1,259 @@
+"""core.quantize + core.tflite_runner: every mode on every family, the runner, the results table."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
+from core import quantize as q  # noqa: E402
+from core.models import build_model, compile_model  # noqa: E402
+from core.tflite_runner import TFLiteModel  # noqa: E402
+
+TASK = "multi-class"
+N_CLASSES = 3
+
+# name: (family, input shape, builder kwargs)
+FAMILIES = {
+    "cnn2d": ("cnn2d", (16, 16, 1), {"filters": (4, 8), "dense_units": 8}),
+    "resnet2d": ("resnet", (16, 16, 3), {"filters": (4, 8), "blocks": (1, 1), "stem_filters": 4}),
+    "cnn3d": ("cnn3d", (8, 8, 8, 1), {"filters": (4, 8), "dense_units": 8}),
+    "resnet3d": ("resnet", (8, 8, 8, 1), {"filters": (4, 8), "blocks": (1, 1), "stem_filters": 4}),
+    "vgg16": ("vgg16", (28, 28, 3), {"weights": None, "dense_units": 8}),
+}
+# Output tolerance vs the float Keras model (probabilities). Full-integer modes are looser:
+# 8-bit activations on a random-weight network.
+ATOL = {"dynamic": 0.02, "float16": 0.01, "int8": 0.08}
+
+
+def _data(shape: tuple[int, ...], n: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.random((n, *shape), dtype=np.float32), rng.integers(0, N_CLASSES, (n, 1))
+
+
+_CACHE: dict[str, keras.Model] = {}
+
+
+def _trained(name: str) -> tuple[keras.Model, np.ndarray, np.ndarray]:
+    """Build the tiny model and train one step (so BatchNorm statistics are not the defaults)."""
+    family, shape, kwargs = FAMILIES[name]
+    x, y = _data(shape)
+    if name not in _CACHE:
+        keras.utils.set_random_seed(0)
+        model = build_model(family, shape, N_CLASSES, TASK, **kwargs)
+        compile_model(model, TASK)
+        model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+        _CACHE[name] = model
+    return _CACHE[name], x, y
+
+
+def _params():
+    for name in FAMILIES:
+        for mode in ("dynamic", "int8", "float16"):
+            marks = [pytest.mark.slow] if name == "vgg16" else []
+            yield pytest.param(name, mode, id=f"{name}-{mode}", marks=marks)
+
+
+@pytest.mark.parametrize(("name", "mode"), list(_params()))
+def test_post_training_modes_match_keras(name, mode):
+    model, x, _ = _trained(name)
+    flat = q.quantize(model, mode, x)
+    runner = TFLiteModel(flat)
+    ref = model.predict(x, verbose=0)
+    out = runner.predict(x)
+    assert out.shape == ref.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out, ref, atol=ATOL[mode])
+    ops = runner.op_summary()
+    if mode == "int8":
+        assert runner.input_dtype == np.int8 and runner.output_dtype == np.int8
+        if name.endswith("3d"):
+            # TFLite has no integer Conv3D: it must stay float and be reported, not crash.
+            assert ops["float_ops"].get("CONV_3D", 0) > 0 and not ops["fully_integer"]
+        else:
+            assert ops["fully_integer"], ops["float_ops"]
+    else:
+        assert runner.input_dtype == np.float32
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_qat_end_to_end(name):
+    model, x, y = _trained(name)
+    before = [w.copy() for w in model.get_weights()]
+    qat_model = q.quantization_aware_model(model, x, train_data=(x, y), epochs=1, batch_size=8)
+    # the float model is left untouched
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+    # BatchNorm statistics stay frozen during the fine-tune
+    bn = [
+        layer
+        for layer in qat_model.layers
+        if isinstance(getattr(layer, "layer", layer), keras.layers.BatchNormalization)
+    ]
+    assert bn and all(not getattr(layer, "layer", layer).trainable for layer in bn)
+
+    # exactly the float model's trainable weights train: layers frozen there (VGG16 backbone,
+    # caffe preprocessing) stay frozen although tfmot's wrapper marks their kernels trainable
+    def n_trainable(m: keras.Model) -> int:
+        return int(sum(np.prod(w.shape) for w in m.trainable_weights))
+
+    assert n_trainable(qat_model) == n_trainable(model)
+    flat = q._convert(qat_model, "qat", x)
+    runner = TFLiteModel(flat)
+    assert runner.input_dtype == np.int8
+    # the int8 flatbuffer reproduces the fake-quantized Keras model it came from
+    np.testing.assert_allclose(runner.predict(x), qat_model.predict(x, verbose=0), atol=0.08)
+    if name == "cnn2d":  # the one-call API runs the same path
+        assert TFLiteModel(q.quantize(model, "qat", x)).input_dtype == np.int8
+
+
+def test_mode_validation_and_errors():
+    model, x, _ = _trained("cnn2d")
+    with pytest.raises(ValueError, match="'int4' is not supported; choose one of dynamic, int8"):
+        q.quantize(model, "int4")
+    for mode in ("int8", "qat"):
+        with pytest.raises(ValueError, match="needs representative_data"):
+            q.quantize(model, mode)
+    bad = x.copy()
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        q.quantize(model, "int8", bad)
+    assert q.validate_mode("qat") == "qat"
+
+
+def test_runner_batches_threads_and_latency(tmp_path):
+    model, x, _ = _trained("cnn2d")
+    flat = q.quantize(model, "int8", x)
+    path = tmp_path / "m.tflite"
+    path.write_bytes(flat)
+    runner = TFLiteModel(path)
+    assert runner.size_bytes == len(flat) and runner.input_shape == (None, 16, 16, 1)
+    batched = runner.predict(x, batch_size=5)
+    single = np.concatenate([runner.predict(x[i : i + 1]) for i in range(len(x))])
+    np.testing.assert_allclose(batched, single, atol=1e-6)
+    results: dict[int, np.ndarray] = {}
+
+    def work(i: int) -> None:
+        results[i] = runner.predict(x[i % 4 :: 2])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, out in results.items():
+        np.testing.assert_allclose(out, single[i % 4 :: 2], atol=1e-6)
+    assert runner.latency_ms(x, runs=5, warmup=1) > 0
+    with pytest.raises(ValueError, match="expects"):
+        runner.predict(x[:, :8])
+    with pytest.raises(ValueError, match="NaN"):
+        runner.predict(np.full_like(x[:1], np.nan))
+    with pytest.raises(FileNotFoundError):
+        TFLiteModel(tmp_path / "missing.tflite")
+
+
+def test_occlusion_through_tflite_agrees_with_keras():
+    from core.explain import keras_predict_fn, occlusion_agreement, occlusion_map
+
+    model, x, _ = _trained("cnn2d")
+    runner = TFLiteModel(q.quantize(model, "dynamic"))
+    cls = int(np.argmax(model.predict(x[:1], verbose=0)))
+    float_map = occlusion_map(keras_predict_fn(model), x[0], cls, patch=4, stride=2)
+    tflite_map = occlusion_map(runner.predict, x[0], cls, patch=4, stride=2)
+    assert tflite_map.shape == (16, 16)
+    assert occlusion_agreement(float_map, tflite_map) > 0.95
+
+
+def test_compare_modes_records_failures(monkeypatch):
+    from core import evaluation
+
+    model, x, y = _trained("cnn2d")
+    real = q.quantize
+
+    def flaky(model, mode, *args, **kwargs):
+        if mode == "float16":
+            raise RuntimeError("converter exploded")
+        return real(model, mode, *args, **kwargs)
+
+    monkeypatch.setattr(q, "quantize", flaky)
+    stored = {}
+    result = q.compare_modes(
+        model,
+        x,
+        y,
+        TASK,
+        x,
+        modes=("dynamic", "float16", "int8"),
+        occlusion_samples=1,
+        latency_runs=3,
+        on_bytes=lambda m, b: stored.setdefault(m, len(b)) and f"{m}.bin",
+    )
+    json.dumps(result)
+    assert result["float"]["test"] == evaluation.evaluate(y, model.predict(x, verbose=0), TASK)
+    assert result["modes"]["float16"] == {"ok": False, "error": "RuntimeError: converter exploded"}
+    for mode in ("dynamic", "int8"):
+        entry = result["modes"][mode]
+        assert entry["ok"] and entry["file"] == f"{mode}.bin"
+        assert entry["size_bytes"] == stored[mode] and 0 <= entry["agreement"] <= 1
+        assert set(entry["test"]) == {"auc", "acc"} and entry["latency_ms"] > 0
+        assert len(entry["occlusion_corr"]) == 1
+    assert "dynamic" in q.format_table(result) and "FAILED" in q.format_table(result)
+    with pytest.raises(ValueError, match="not supported"):
+        q.compare_modes(model, x, y, TASK, x, modes=("bogus",))
+
+
+@pytest.mark.slow
+def test_quantize_run_writes_registry_files(synthetic_root):
+    from core import info, registry
+
+    flag = "adrenalmnist3d"
+    model = build_model(
+        "cnn3d",
+        (28, 28, 28, 1),
+        info.num_classes(flag),
+        info.task(flag),
+        filters=(2, 4),
+        dense_units=4,
+    )
+    run = registry.save_run(
+        model, {"dataset": flag, "model": "cnn3d", "size": 28, "seed": 0}, {}, {}, name="tiny3d"
+    )
+    result = q.quantize_run(
+        run,
+        modes=("dynamic", "int8", "qat"),
+        latency_runs=2,
+        max_file_bytes=60_000,
+        occlusion_samples=1,
+    )
+    written = json.loads((run / "quantized" / "results.json").read_text())
+    assert written["run"] == "tiny3d" and written["n_test"] == 12
+    for mode in ("dynamic", "int8", "qat"):
+        entry = written["modes"][mode]
+        assert entry["ok"], entry
+        on_disk = run / "quantized" / f"{mode}.tflite"
+        # files over max_file_bytes are measured but not shipped
+        assert on_disk.is_file() == (entry["size_bytes"] <= 60_000)
+        assert (entry["file"] is not None) == on_disk.is_file()
+    assert any("CONV_3D" in note for note in written["modes"]["int8"]["notes"])
+    assert result["modes"]["int8"]["size_bytes"] == written["modes"]["int8"]["size_bytes"]
+
+
+@pytest.mark.parametrize("name", ["cnn2d", pytest.param("vgg16", marks=pytest.mark.slow)])
+def test_qat_calibration_sets_ranges_from_data(name):
+    """Fresh QAT ranges come from the data, not tfmot's [-6, 6] start (which clipped VGG16's
+    caffe preprocessing and cost 0.23 test AUC), so calibration alone keeps the float outputs."""
+    model, x, _ = _trained(name)
+    qat_model = q.quantization_aware_model(model, x)
+    (input_quantizer,) = [
+        layer for layer in qat_model.layers if layer.name.startswith("quantize_layer")
+    ]
+    in_min, in_max = (float(w.numpy()) for w in input_quantizer.weights[:2])
+    assert in_min == pytest.approx(0.0) and in_max == pytest.approx(float(x.max()), abs=1e-6)
+    np.testing.assert_allclose(
+        qat_model.predict(x, verbose=0), model.predict(x, verbose=0), atol=0.05
+    )
