@@ -792,7 +792,8 @@ def quantized_results(run: dict) -> list[dict[str, Any]]:
                 "mode": "float",
                 "size_bytes": base.get("size_bytes"),
                 **_scores(base),
-                "latency_ms": None,
+                # the float baseline is timed as the Keras model, at batch 1 like the modes
+                "latency_ms": float_latency,
                 "float_latency_ms": float_latency,
                 "agreement": 1.0,
                 "occlusion_corr": 1.0,
@@ -845,3 +846,25 @@ def acc_standard_error(flag: str) -> float:
     """Worst-case binomial standard error of a test accuracy (p = 0.5) on this dataset."""
     n = max(1, int(info.n_samples(flag)["test"]))
     return float(np.sqrt(0.25 / n))
+
+
+def alignment_rows(stored: dict) -> list[dict]:
+    """Rows of the test-split alignment table from a run's ``explain.json`` (one per method)."""
+    rows = []
+    for method in ("gradcam", "gradcam++"):
+        s = stored.get(method)
+        if not isinstance(s, dict):
+            continue
+        rows.append(
+            {
+                "method": "Grad-CAM" if method == "gradcam" else "Grad-CAM++",
+                "samples": s.get("n"),
+                "heat on anatomy": s.get("energy_in_mask_mean"),
+                "anatomy area (uniform map)": s.get("mask_area_mean"),
+                "ratio": s.get("energy_over_area"),
+                "deletion AUC, salient first": s.get("deletion_auc_salient_mean"),
+                "deletion AUC, random order": s.get("deletion_auc_random_mean"),
+                "all-zero maps": s.get("zero_maps"),
+            }
+        )
+    return rows

@@ -126,7 +126,15 @@ def step_quantize(
             _say(f"skip quantize {run.name}: results.json already has {', '.join(modes)}")
             continue
         _say(f"quantize {run.name}: {', '.join(modes)}")
-        quantize_run(run, modes, qat_epochs=qat_epochs, progress=lambda m: _say(f"  {m}"))
+        lean = bool(registry.read_json(run, "config.json", {}).get("lean"))
+        quantize_run(
+            run,
+            modes,
+            qat_epochs=qat_epochs,
+            # a lean (VGG16) run ships only its int8 file; the other modes are measured only
+            ship_modes=("int8",) if lean else None,
+            progress=lambda m: _say(f"  {m}"),
+        )
         done.append(run)
     return done
 

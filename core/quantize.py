@@ -616,6 +616,7 @@ def quantize_run(
     qat_epochs: int = 1,
     qat_train_samples: int | None = None,
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    ship_modes: Sequence[str] | None = None,
     latency_runs: int = 50,
     occlusion_samples: int = 4,
     data_root: str | None = None,
@@ -632,6 +633,8 @@ def quantize_run(
         qat_epochs: QAT fine-tune epochs on the training split.
         qat_train_samples: Limit the QAT fine-tune to this many training samples.
         max_file_bytes: Flatbuffers larger than this are measured but not written.
+        ship_modes: If given, only these modes' files are written (the rest are measured):
+            a VGG16 run ships its int8 model only, keeping the registry small.
         latency_runs: Timed batch-1 invocations per model.
         occlusion_samples: Test samples for the float-vs-TFLite occlusion comparison.
         data_root: MedMNIST folder (default: the ``MEDMNIST_ROOT`` setting).
@@ -661,7 +664,7 @@ def quantize_run(
 
     def store(mode: str, flat: bytes) -> str | None:
         path = out_dir / f"{mode}.tflite"
-        if len(flat) > max_file_bytes:
+        if len(flat) > max_file_bytes or (ship_modes is not None and mode not in ship_modes):
             path.unlink(missing_ok=True)  # never leave a stale file from an earlier run
             return None
         tmp = path.with_name(f".{path.name}.tmp")

@@ -187,8 +187,15 @@ with w.guard("running the model"):
         )
     stored = run.get("explain") or w.run_file(run["path"], "explain.json")
     if stored:
-        with st.expander("Alignment over the test split (from explain.json)"):
-            st.json(stored, expanded=False)
+        with st.expander(f"Alignment over the test split ({stored.get('split', 'test')})"):
+            st.dataframe(w.alignment_rows(stored), hide_index=True, key="alignment_table")
+            st.caption(
+                "Heat on anatomy: share of heatmap energy inside the organ mask (3D) or fundus "
+                "disk (RetinaMNIST); compare it with the anatomy's area, which a uniform map "
+                "would score. Deletion AUC: mean predicted-class score while the most salient "
+                "pixels are removed first; lower than random order means the heatmap found "
+                "what the model relies on."
+            )
 
 quantized = sorted((Path(run["path"]) / "quantized").glob("*.tflite"))
 st.subheader("Float vs quantized: occlusion maps")

@@ -70,7 +70,9 @@ with right, w.guard("drawing the latency chart"):
     )
     bars = [("Keras float", float_latency, "#b0bec5")] if float_latency is not None else []
     bars += [
-        (r["mode"], r["latency_ms"], "#1565c0") for r in rows if r.get("latency_ms") is not None
+        (r["mode"], r["latency_ms"], "#1565c0")
+        for r in rows
+        if r["mode"] != "float" and r.get("latency_ms") is not None
     ]
     fig = go.Figure(
         go.Bar(
