@@ -470,6 +470,22 @@ def _occlusion_patch(spatial: Sequence[int]) -> int:
     return max(2, min(spatial) // 7)
 
 
+def _collapse_note(float_scores: np.ndarray, scores: np.ndarray) -> list[str]:
+    """Flag a quantized model whose output no longer depends on its input.
+
+    Seen on the fine-tuned VGG16: its head normalises GAP channels whose ranges differ by
+    ~3000×; one int8 scale for the whole GAP output rounds the small channels away, and every
+    image then gets the same probabilities.
+    """
+    spread = float(np.asarray(scores).std(axis=0).max())
+    if spread < 1e-6 < float(np.asarray(float_scores).std(axis=0).max()):
+        return [
+            "collapsed: the same output for every test image (int8 activation scales erase "
+            "features the float model relies on); do not deploy this variant"
+        ]
+    return []
+
+
 def _notes(ops: dict[str, Any], mode: str) -> list[str]:
     notes = []
     conv3d = ops["float_ops"].get("CONV_3D", 0)
@@ -599,7 +615,7 @@ def compare_modes(
                 occlusion_corr=corrs,
                 occlusion_corr_mean=float(np.mean(valid)) if valid else None,
                 ops=ops,
-                notes=_notes(ops, mode),
+                notes=_notes(ops, mode) + _collapse_note(float_scores, scores),
                 file=on_bytes(mode, flat) if on_bytes else None,
             )
         except Exception as exc:  # one failing mode must not hide the others' numbers

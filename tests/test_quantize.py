@@ -257,3 +257,13 @@ def test_qat_calibration_sets_ranges_from_data(name):
     np.testing.assert_allclose(
         qat_model.predict(x, verbose=0), model.predict(x, verbose=0), atol=0.05
     )
+
+
+def test_collapse_note_flags_constant_outputs_only():
+    from core.quantize import _collapse_note
+
+    rng = np.random.default_rng(0)
+    varied = rng.random((20, 3))
+    constant = np.tile([[0.2, 0.3, 0.5]], (20, 1))
+    assert _collapse_note(varied, constant) and "collapsed" in _collapse_note(varied, constant)[0]
+    assert _collapse_note(varied, varied) == []
