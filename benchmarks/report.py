@@ -709,6 +709,8 @@ def quant_results(arms: dict[str, Arm]) -> list[tuple[Arm, dict[str, Any]]]:
 
 def _short_notes(mode: str, entry: dict[str, Any]) -> str:
     """One-line summary of what a mode computes in float (from the interpreter's op list)."""
+    if any("collapsed" in n for n in entry.get("notes") or []):
+        return "**collapsed to a constant output** (see below)"
     ops = entry.get("ops") or {}
     conv3d = (ops.get("float_ops") or {}).get("CONV_3D")
     if mode == "dynamic":
@@ -771,7 +773,7 @@ def section_quantization(arms: dict[str, Arm], figure: str | None) -> list[str]:
                 rows.append([mode, "failed", "", "", "", "", "", "", err])
                 continue
             test = entry.get("test") or {}
-            shipped = "" if entry.get("file") else " (file not shipped: over the size cap)"
+            shipped = "" if entry.get("file") else " (file not shipped, to keep the registry small)"
             rows.append(
                 [
                     mode,
@@ -800,6 +802,23 @@ def section_quantization(arms: dict[str, Arm], figure: str | None) -> list[str]:
             ],
             rows,
         )
+        collapsed = [
+            m
+            for m, e in (res.get("modes") or {}).items()
+            if any("collapsed" in n for n in (e or {}).get("notes") or [])
+        ]
+        if collapsed:
+            lines += [
+                f"The {', '.join(collapsed)} variant(s) of `{arm.name}` give the same output for "
+                "every test image. Its head normalises the global-average-pooled block-5 "
+                "features with BatchNorm, and after fine-tuning those channels' ranges differ by "
+                "three orders of magnitude; one int8 scale for the whole pooled vector rounds "
+                "the small channels (which BatchNorm then amplifies) to zero. float16 is "
+                "lossless, and the frozen VGG16, whose features keep ImageNet's ranges, "
+                "quantizes well when it has results above. Deploy this model as float16, or "
+                "quantize it with the head in float.",
+                "",
+            ]
     if figure:
         lines += [f"![Quantization trade-off]({figure})", ""]
     return lines

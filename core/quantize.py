@@ -478,7 +478,8 @@ def _collapse_note(float_scores: np.ndarray, scores: np.ndarray) -> list[str]:
     image then gets the same probabilities.
     """
     spread = float(np.asarray(scores).std(axis=0).max())
-    if spread < 1e-6 < float(np.asarray(float_scores).std(axis=0).max()):
+    float_spread = float(np.asarray(float_scores).std(axis=0).max())
+    if float_spread > 0 and spread < 1e-3 * float_spread:
         return [
             "collapsed: the same output for every test image (int8 activation scales erase "
             "features the float model relies on); do not deploy this variant"
