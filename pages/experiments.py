@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -25,7 +27,9 @@ if not all_runs:
 
 side = st.sidebar
 wanted = st.query_params.get("run")
-flags = sorted({w.run_dataset(r) for r in all_runs})
+# the dataset with the most runs first: that is where the comparisons are
+counts = Counter(w.run_dataset(r) for r in all_runs)
+flags = sorted(counts, key=lambda f: (-counts[f], f))
 if "experiments_dataset" not in st.session_state and wanted:
     for r in all_runs:
         if r["name"] == wanted:

@@ -20,9 +20,22 @@ if not quantized_runs:
     )
     st.stop()
 
+# open on a run whose variants all work; a collapsed variant is still one click away
+quantized_runs.sort(
+    key=lambda r: any("collapsed" in str(x.get("notes")) for x in w.quantized_results(r))
+)
 run = w.run_picker_ui(quantized_runs, key="quant_run", container=st.sidebar)
 rows = w.quantized_results(run)
 table = pd.DataFrame(rows)
+collapsed = [r["mode"] for r in rows if "collapsed" in str(r.get("notes"))]
+if collapsed:
+    st.warning(
+        f"The {', '.join(collapsed)} variant(s) of this model give the same output for every "
+        "image: int8 activation scales erase features the float model relies on. Do not deploy "
+        "them; the float16 variant or another model is the deployable choice. "
+        "docs/RESULTS.md (section 5) explains why.",
+        icon=":material/warning:",
+    )
 st.caption(
     f"`{run['name']}` · {w.dataset_title(w.run_dataset(run))} · {w.run_variant(run)}. "
     "Row *float* = the Keras model converted to TFLite without quantization. Latency: one "

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import streamlit as st
 from app_helpers import build_registry, synthetic_environment
 from PIL import Image
 from streamlit.testing.v1 import AppTest
@@ -331,6 +332,24 @@ def test_quantization_page_reads_results(env):
     assert len(at.get("plotly_chart")) == 2
     at.radio(key="quant_metric").set_value("acc").run()
     assert not at.exception
+
+
+def test_quantization_page_warns_about_collapsed_variants(env):
+    path = env["runs"]["retina"] / "quantized" / "results.json"
+    original = path.read_text()
+    data = json.loads(original)
+    data["modes"]["dynamic"]["notes"] = ["collapsed: the same output for every test image"]
+    try:
+        path.write_text(json.dumps(data))
+        st.cache_data.clear()  # the registry listing is cached for a few seconds
+        at = open_page("quantization")
+        warnings = " ".join(str(x.value) for x in at.warning)
+        assert "dynamic variant(s) of this model give the same output" in warnings
+    finally:
+        path.write_text(original)
+        st.cache_data.clear()
+    at = open_page("quantization")
+    assert not any("same output" in str(x.value) for x in at.warning)
 
 
 def test_retrain_page_is_wired(env):
