@@ -20,7 +20,8 @@ from core import config
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 MODEL_FILE = "model.keras"
-LEAN_FILE = "trained_layers.npz"
+# npz content; not named .npz so it is never mistaken for a MedMNIST data file
+LEAN_FILE = "trained_layers.weights"
 JSON_FILES = ("config.json", "history.json", "metrics.json", "evaluation.json")
 
 
@@ -187,7 +188,8 @@ def save_run(
 
     Args:
         lean: store only the layers that training changed (VGG16: head + fine-tuned blocks) in
-            ``trained_layers.npz``; loading rebuilds the rest from the ImageNet weights.
+            ``trained_layers.weights`` (npz format); loading rebuilds the rest from the
+            ImageNet weights.
     """
     base = root_dir(root)
     base.mkdir(parents=True, exist_ok=True)
