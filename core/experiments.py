@@ -29,129 +29,70 @@ from core.config import TrainConfig, trained_models_dir
 
 # One arm per experiment variant. Early stopping: patience counts after min_epochs because the
 # 98–120 image validation splits can peak by chance in the first epochs.
+# Shared schedules: every arm of an experiment differs from its siblings in one knob only.
+_FROM_SCRATCH_2D = dict(
+    dataset="retinamnist",
+    epochs=80,
+    patience=12,
+    min_epochs=15,
+    batch_size=32,
+    learning_rate=1e-3,
+)
+_VGG16 = dict(
+    dataset="retinamnist",
+    model="vgg16",
+    augment=True,
+    epochs=40,
+    patience=8,
+    min_epochs=8,
+    batch_size=32,
+    learning_rate=1e-4,
+    input_size=32,
+)
+
+
+def _arm(experiment: str, label: str, **config: Any) -> dict[str, Any]:
+    return {"experiment": experiment, "label": label, "config": config}
+
+
 ARMS: dict[str, dict[str, Any]] = {
-    "cnn3d": {
-        "experiment": "3D CNN",
-        "label": "3D CNN + augmentation",
-        "config": dict(
-            dataset="adrenalmnist3d",
-            model="cnn3d",
-            augment=True,
-            epochs=80,
-            patience=12,
-            min_epochs=15,
-            batch_size=32,
-            learning_rate=1e-3,
-        ),
-    },
-    "cnn2d_aug": {
-        "experiment": "augmentation",
-        "label": "CNN + augmentation",
-        "config": dict(
-            dataset="retinamnist",
-            model="cnn2d",
-            augment=True,
-            epochs=80,
-            patience=12,
-            min_epochs=15,
-            batch_size=32,
-            learning_rate=1e-3,
-        ),
-    },
-    "cnn2d_noaug": {
-        "experiment": "augmentation",
-        "label": "CNN, no augmentation",
-        "config": dict(
-            dataset="retinamnist",
-            model="cnn2d",
-            augment=False,
-            epochs=80,
-            patience=12,
-            min_epochs=15,
-            batch_size=32,
-            learning_rate=1e-3,
-        ),
-    },
-    "resnet": {
-        "experiment": "resnet vs cnn",
-        "label": "ResNet from scratch + augmentation",
-        "config": dict(
-            dataset="retinamnist",
-            model="resnet",
-            augment=True,
-            epochs=80,
-            patience=12,
-            min_epochs=15,
-            batch_size=32,
-            learning_rate=1e-3,
-        ),
-    },
-    "vgg16_frozen": {
-        "experiment": "transfer",
-        "label": "VGG16 frozen",
-        "config": dict(
-            dataset="retinamnist",
-            model="vgg16",
-            fine_tune_blocks=0,
-            augment=True,
-            epochs=40,
-            patience=8,
-            min_epochs=8,
-            batch_size=32,
-            learning_rate=1e-3,
-            input_size=32,
-        ),
-    },
-    "vgg16_ft1": {
-        "experiment": "transfer",
-        "label": "VGG16 fine-tune block 5",
-        "config": dict(
-            dataset="retinamnist",
-            model="vgg16",
-            fine_tune_blocks=1,
-            augment=True,
-            epochs=40,
-            patience=8,
-            min_epochs=8,
-            batch_size=32,
-            learning_rate=1e-4,
-            input_size=32,
-        ),
-    },
-    "vgg16_ft2": {
-        "experiment": "transfer",
-        "label": "VGG16 fine-tune blocks 4-5",
-        "config": dict(
-            dataset="retinamnist",
-            model="vgg16",
-            fine_tune_blocks=2,
-            augment=True,
-            epochs=40,
-            patience=8,
-            min_epochs=8,
-            batch_size=32,
-            learning_rate=1e-4,
-            input_size=32,
-        ),
-    },
+    "cnn3d": _arm(
+        "3D CNN",
+        "3D CNN + augmentation",
+        dataset="adrenalmnist3d",
+        model="cnn3d",
+        augment=True,
+        epochs=80,
+        patience=12,
+        min_epochs=15,
+        batch_size=32,
+        learning_rate=1e-3,
+    ),
+    "cnn2d_aug": _arm(
+        "augmentation", "CNN + augmentation", **_FROM_SCRATCH_2D, model="cnn2d", augment=True
+    ),
+    "cnn2d_noaug": _arm(
+        "augmentation", "CNN, no augmentation", **_FROM_SCRATCH_2D, model="cnn2d", augment=False
+    ),
+    "resnet": _arm(
+        "resnet vs cnn",
+        "ResNet from scratch + augmentation",
+        **_FROM_SCRATCH_2D,
+        model="resnet",
+        augment=True,
+    ),
+    "vgg16_frozen": _arm(
+        "transfer", "VGG16 frozen", **{**_VGG16, "fine_tune_blocks": 0, "learning_rate": 1e-3}
+    ),
+    "vgg16_ft1": _arm("transfer", "VGG16 fine-tune block 5", **_VGG16, fine_tune_blocks=1),
+    "vgg16_ft2": _arm("transfer", "VGG16 fine-tune blocks 4-5", **_VGG16, fine_tune_blocks=2),
     # The published VGG16 figure upsampled to 224 px; at 32 px block5_conv3 is a 2×2 map. 64 px is
     # what two CPU cores afford (≈4× the 32 px cost).
-    "vgg16_ft2_64": {
-        "experiment": "transfer",
-        "label": "VGG16 fine-tune blocks 4-5, 64 px input",
-        "config": dict(
-            dataset="retinamnist",
-            model="vgg16",
-            fine_tune_blocks=2,
-            augment=True,
-            epochs=40,
-            patience=8,
-            min_epochs=8,
-            batch_size=32,
-            learning_rate=1e-4,
-            input_size=64,
-        ),
-    },
+    "vgg16_ft2_64": _arm(
+        "transfer",
+        "VGG16 fine-tune blocks 4-5, 64 px input",
+        **{**_VGG16, "fine_tune_blocks": 2, "input_size": 64},
+    ),
 }
 DEFAULT_SEEDS = (0, 1, 2)
 
