@@ -267,3 +267,84 @@ def test_collapse_note_flags_constant_outputs_only():
     constant = np.tile([[0.2, 0.3, 0.5]], (20, 1))
     assert _collapse_note(varied, constant) and "collapsed" in _collapse_note(varied, constant)[0]
     assert _collapse_note(varied, varied) == []
+
+
+def _head_bn_model(gamma_sign: float = 1.0) -> tuple[keras.Model, np.ndarray]:
+    """conv → pool → GAP → BatchNorm → Dense whose two channels differ ~10⁴× in scale.
+
+    Channel 0 is large and carries nothing about the class; channel 1 is tiny and carries it,
+    the situation of the fine-tuned VGG16 head. Weights are set by hand.
+    """
+    inputs = keras.Input((8, 8, 2))
+    x = keras.layers.Conv2D(2, 1, activation="relu", name="conv")(inputs)
+    x = keras.layers.MaxPooling2D(2, name="pool")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    x = keras.layers.BatchNormalization(name="head_bn")(x)
+    x = keras.layers.Dense(4, activation="relu", name="fc1")(x)
+    x = keras.layers.Dense(2, name="logits")(x)
+    model = keras.Model(inputs, keras.layers.Activation("softmax", name="predictions")(x))
+    model.get_layer("conv").set_weights(
+        [np.array([[[[1000.0, 0.0], [0.0, 0.1]]]], np.float32), np.zeros(2, np.float32)]
+    )
+    rng = np.random.default_rng(0)
+    xs = rng.random((64, 8, 8, 2), dtype=np.float32)
+    xs[..., 1] *= rng.random((64, 1, 1), dtype=np.float32)  # per-image signal strength
+    pooled = keras.Model(inputs, model.get_layer("gap").output).predict(xs, verbose=0)
+    model.get_layer("head_bn").set_weights(
+        [
+            np.array([1.0, gamma_sign], np.float32),
+            np.array([0.1, -0.2], np.float32),
+            pooled.mean(0),
+            pooled.var(0),
+        ]
+    )
+    model.get_layer("fc1").set_weights(
+        [np.array([[0.0] * 4, [3.0, -3.0, 1.0, -1.0]], np.float32), np.zeros(4, np.float32)]
+    )
+    model.get_layer("logits").set_weights(
+        [np.array([[1, -1], [-1, 1], [0.5, 0], [0, 0.5]], np.float32), np.zeros(2, np.float32)]
+    )
+    return model, xs
+
+
+def test_fold_head_batchnorm_is_exact_and_rescues_int8():
+    model, xs = _head_bn_model()
+    folded, note = q.fold_head_batchnorm(model)
+    assert note and "head_bn folded into conv and fc1" in note
+    assert "head_bn" not in [layer.name for layer in folded.layers]
+    assert "head_bn" in [layer.name for layer in model.layers]  # the input model is untouched
+    want = model.predict(xs, verbose=0)
+    np.testing.assert_allclose(folded.predict(xs, verbose=0), want, atol=1e-5)
+    assert want[:, 1].std() > 0.05  # the float model's output depends on the tiny channel
+
+    # Converting the unfolded graph loses the tiny channel to the int8 scale of the large one...
+    plain = TFLiteModel(q._convert(model, "int8", xs)).predict(xs)
+    assert plain[:, 1].std() < 0.01 * want[:, 1].std()
+    assert q._collapse_note(want, plain)
+    # ... while quantize() folds first and keeps it.
+    for mode in ("int8", "dynamic"):
+        got = TFLiteModel(q.quantize(model, mode, xs)).predict(xs)
+        assert np.corrcoef(got[:, 1], want[:, 1])[0, 1] > 0.95, mode
+        assert not q._collapse_note(want, got), mode
+
+
+def test_fold_head_batchnorm_leaves_other_models_alone():
+    # A negative BatchNorm scale would turn max pooling into min pooling: no fold.
+    model, _ = _head_bn_model(gamma_sign=-1.0)
+    assert q.fold_head_batchnorm(model) == (model, None)
+    # Families without a pooled-head BatchNorm are returned as they are.
+    for name in ("cnn2d", "resnet2d", "cnn3d"):
+        tiny, _, _ = _trained(name)
+        assert q.fold_head_batchnorm(tiny) == (tiny, None), name
+
+
+@pytest.mark.slow
+def test_fold_head_batchnorm_on_the_vgg16_architecture():
+    model, x, _ = _trained("vgg16")
+    folded, note = q.fold_head_batchnorm(model)
+    assert note and "head_bn folded into block5_conv3 and fc1" in note
+    np.testing.assert_allclose(folded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    # Frozen layers stay frozen, so a QAT fine-tune of the folded copy keeps the backbone.
+    assert [layer.trainable for layer in folded.layers] == [
+        layer.trainable for layer in model.layers if layer.name != "head_bn"
+    ]
