@@ -203,6 +203,29 @@ def _upsample(cam: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
     raise ValueError(f"cannot upsample maps with {rank} spatial dimensions")
 
 
+def _corner_aligned_matrix(n_in: tf.Tensor, n_out: tf.Tensor) -> tf.Tensor:
+    """``(n_out, n_in)`` linear-interpolation weights with the end points of both grids aligned."""
+    step = tf.cast(n_in - 1, tf.float32) / tf.cast(tf.maximum(n_out - 1, 1), tf.float32)
+    pos = tf.cast(tf.range(n_out), tf.float32) * step
+    lo = tf.minimum(tf.cast(tf.floor(pos), tf.int32), n_in - 1)
+    hi = tf.minimum(lo + 1, n_in - 1)
+    frac = (pos - tf.cast(lo, tf.float32))[:, None]
+    return tf.one_hot(lo, n_in) * (1.0 - frac) + tf.one_hot(hi, n_in) * frac
+
+
+def _upsample_align_corners(cam: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
+    """Separable linear resize with corner alignment, the convention of
+    ``scipy.ndimage.zoom(order=1)`` (and so of tf-keras-vis), for any number of spatial axes.
+
+    Each pass contracts axis 1 with its interpolation matrix and appends the resized axis last,
+    so after one pass per spatial axis they are back in order.
+    """
+    for k in range(cam.shape.rank - 1):
+        weights = _corner_aligned_matrix(tf.shape(cam)[1], size[k])
+        cam = tf.tensordot(cam, weights, axes=[[1], [1]])
+    return cam
+
+
 def _normalise(cam: tf.Tensor) -> tf.Tensor:
     # Divide by the per-sample maximum (not min-max): zero keeps meaning "no positive evidence",
     # and an all-zero map stays all zero instead of becoming NaN.
@@ -230,7 +253,7 @@ def _cam_weights(method: str, grads: tf.Tensor, acts: tf.Tensor, axes: list[int]
 
 
 def _build_fn(
-    model: keras.Model, layer_name: str, method: str, compiled: bool, upsample: bool
+    model: keras.Model, layer_name: str, method: str, compiled: bool, upsample: str | None
 ) -> Callable:
     grad_model = keras.Model(
         model.inputs, [model.get_layer(layer_name).output, _score_tensor(model)]
@@ -249,8 +272,10 @@ def _build_fn(
         axes = list(range(1, rank - 1))
         weights = _cam_weights(method, grads, acts, axes)
         cam = tf.nn.relu(tf.reduce_sum(weights * acts, axis=-1))
-        if upsample:
+        if upsample == "bilinear":
             cam = _upsample(cam, out_size)
+        elif upsample == "align_corners":
+            cam = _upsample_align_corners(cam, out_size)
         return _normalise(cam), target
 
     if not compiled:
@@ -266,7 +291,7 @@ def _build_fn(
 
 
 def _get_fn(
-    model: keras.Model, layer_name: str, method: str, compiled: bool, upsample: bool
+    model: keras.Model, layer_name: str, method: str, compiled: bool, upsample: str | None
 ) -> Callable:
     with _CACHE_LOCK:
         per_model = _FN_CACHE.setdefault(model, {})
@@ -274,6 +299,21 @@ def _get_fn(
         if key not in per_model:
             per_model[key] = _build_fn(model, layer_name, method, compiled, upsample)
         return per_model[key]
+
+
+UPSAMPLE_MODES = ("bilinear", "align_corners")
+
+
+def _upsample_mode(upsample: bool | str) -> str | None:
+    if upsample is True:
+        return "bilinear"
+    if upsample is False or upsample is None:
+        return None
+    if upsample not in UPSAMPLE_MODES:
+        raise ValueError(
+            f"upsample={upsample!r} is not supported; use True/False or one of {UPSAMPLE_MODES}"
+        )
+    return upsample
 
 
 def _num_scores(model: keras.Model) -> int:
@@ -353,7 +393,7 @@ def grad_cam(
     class_index: Any = None,
     *,
     method: str = "gradcam",
-    upsample: bool = True,
+    upsample: bool | str = True,
     batch_size: int = 64,
     compiled: bool = True,
     return_classes: bool = False,
@@ -372,8 +412,11 @@ def grad_cam(
         class_index: ``None`` for the predicted class, an int for one class (a label index for
             multi-label models), or an int array of shape ``(N,)``.
         method: ``"gradcam"`` or ``"gradcam++"``.
-        upsample: Resize to the input grid (bilinear 2D, trilinear 3D). ``False`` returns the
-            map on the layer's own grid.
+        upsample: Resize to the input grid. ``True`` or ``"bilinear"``: bilinear 2D / trilinear
+            3D with half-pixel centres, so each grid cell stays over the pixels it pools (the
+            default). ``"align_corners"``: linear with the first and last cells pinned to the
+            image corners, the ``scipy.ndimage.zoom(order=1)`` convention of tf-keras-vis (use
+            it to compare with that library). ``False`` returns the map on the layer's grid.
         batch_size: Samples per gradient pass.
         compiled: Run under ``tf.function`` (``False`` runs eagerly, for benchmarks).
         return_classes: Also return the class index each map explains.
@@ -390,7 +433,7 @@ def grad_cam(
     layer = _resolve_layer(model, layer_name)
     arr = validate_input(model, x)
     classes = _class_indices(class_index, arr.shape[0], _num_scores(model))
-    fn = _get_fn(model, layer, method, compiled, bool(upsample))
+    fn = _get_fn(model, layer, method, compiled, _upsample_mode(upsample))
     out_size = tf.constant(arr.shape[1:-1], tf.int32)
     maps, targets = [], []
     for start in range(0, arr.shape[0], max(1, int(batch_size))):

@@ -205,6 +205,55 @@ def test_trilinear_upsample_is_exact_for_linear_fields():
     np.testing.assert_allclose(up[inner], expected[inner], atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("grid", "size"), [((2, 2), (28, 28)), ((7, 5), (28, 9)), ((3, 4, 2), (28, 28, 28))]
+)
+def test_align_corners_upsample_equals_scipy_zoom(grid, size):
+    from scipy.ndimage import zoom
+
+    cam = np.random.default_rng(0).random((2, *grid)).astype(np.float32)
+    got = explain._upsample_align_corners(tf.constant(cam), tf.constant(size)).numpy()
+    want = zoom(cam, (1, *(o / i for o, i in zip(size, grid, strict=True))), order=1)
+    assert got.shape == want.shape == (2, *size)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_matches_tf_keras_vis_at_input_resolution(tiny_models):
+    """With tf-keras-vis' resize convention the upsampled maps agree too, 2D and 3D."""
+    from tf_keras_vis.gradcam import Gradcam
+    from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
+    from tf_keras_vis.utils.scores import CategoricalScore
+
+    for name in ("cnn2d", "cnn3d"):
+        model = tiny_models[name]
+        layer = explain.default_layer(model)
+        x = _inputs(model, 2)
+        ours = explain.grad_cam(model, x, layer, 1, upsample="align_corners")
+        default = explain.grad_cam(model, x, layer, 1)
+        vis = Gradcam(model, model_modifier=ReplaceToLinear(), clone=True)
+        theirs = np.asarray(
+            vis(
+                CategoricalScore([1, 1]),
+                x,
+                penultimate_layer=layer,
+                seek_penultimate_conv_layer=False,
+                expand_cam=True,
+            )
+        )
+        assert ours.shape == theirs.shape == default.shape == x.shape[:-1]
+        for i in range(2):
+            r = np.corrcoef(ours[i].ravel(), theirs[i].ravel())[0, 1]
+            assert r > 0.999, f"{name}: r = {r}"
+        # the default half-pixel resize is a different (documented) convention
+        assert not np.allclose(default, ours, atol=1e-3)
+
+
+def test_unknown_upsample_mode_is_refused(tiny_models):
+    model = tiny_models["cnn2d"]
+    with pytest.raises(ValueError, match="align_corners"):
+        explain.grad_cam(model, _inputs(model, 1), upsample="nearest")
+
+
 # ---------------------------------------------------------------------------------------------
 # Errors
 # ---------------------------------------------------------------------------------------------
