@@ -15,6 +15,7 @@ tables and the other figures need nothing but the JSON files.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -559,7 +560,33 @@ def section_augmentation(group: list[Arm]) -> tuple[list[str], list[tuple[Arm, A
     return lines, results
 
 
-def section_transfer(group: list[Arm]) -> tuple[list[str], Verdict | None, Arm | None]:
+def section_sweep(sweep: dict[str, Any]) -> list[str]:
+    """The VGG16 recipe sweep (``benchmarks/vgg_sweep.py``): val beside test, per variant."""
+    rows = []
+    for variant, r in sweep.items():
+        seeds = r.get("seeds") or []
+        cells = []
+        for split in ("val", "test"):
+            for key in ("auc", "acc"):
+                st = stat(m[split][key] for m in seeds)
+                cells.append(st.fmt() if st else "–")
+        changes = ", ".join(f"{k}={v}" for k, v in (r.get("changes") or {}).items()) or "none"
+        rows.append([f"`{variant}`", changes, len(seeds), *cells])
+    lines = [
+        "Recipe sweep (`python -m benchmarks.vgg_sweep`): variants of `vgg16_ft2`'s config, "
+        "3 seeds each, mean ± std. A recipe is chosen on the val columns only; the test "
+        "columns are shown so the reader can judge, never to choose.",
+        "",
+    ]
+    return lines + md_table(
+        ["Variant", "Changes vs vgg16_ft2", "Seeds", "Val AUC", "Val ACC", "Test AUC", "Test ACC"],
+        rows,
+    )
+
+
+def section_transfer(
+    group: list[Arm], sweep: dict[str, Any] | None = None
+) -> tuple[list[str], Verdict | None, Arm | None]:
     flag = group[0].dataset
     lines = [
         f"Dataset: {_dataset_title(flag)} (`{flag}`); VGG16 with ImageNet weights, inputs "
@@ -586,6 +613,8 @@ def section_transfer(group: list[Arm]) -> tuple[list[str], Verdict | None, Arm |
     lines += md_table(
         ["Arm", "Fine-tuned blocks", "Input size", "LR", "Val AUC", "Trainable params"], rows
     )
+    if sweep:
+        lines += section_sweep(sweep)
     lines += comparison_table(group, flag)
     chosen = best_by_val(group)
     verdict = target_verdict(
@@ -807,16 +836,31 @@ def section_quantization(arms: dict[str, Arm], figure: str | None) -> list[str]:
             for m, e in (res.get("modes") or {}).items()
             if any("collapsed" in n for n in (e or {}).get("notes") or [])
         ]
+        folded = sorted(
+            {
+                n
+                for e in (res.get("modes") or {}).values()
+                for n in (e or {}).get("notes") or []
+                if "folded into" in n
+            }
+        )
+        if folded:
+            lines += [
+                f"`{arm.name}`: {folded[0]}. Its head normalises the global-average-pooled "
+                "block-5 features with a BatchNorm whose per-channel scales span the range "
+                "quoted. Converted as trained, one int8 scale for the "
+                "pooled vector (and the BatchNorm multiplied into the next Dense kernel) rounds "
+                "the small channels to zero and every image gets the same output. Moving the "
+                "positive BatchNorm scales through max pooling and ReLU into the last "
+                "convolution, and its shift into the Dense bias, gives the same float model "
+                "with channels on comparable scales (`core.quantize.fold_head_batchnorm`).",
+                "",
+            ]
         if collapsed:
             lines += [
                 f"The {', '.join(collapsed)} variant(s) of `{arm.name}` give the same output for "
-                "every test image. Its head normalises the global-average-pooled block-5 "
-                "features with BatchNorm, and after fine-tuning those channels' ranges differ by "
-                "three orders of magnitude; one int8 scale for the whole pooled vector rounds "
-                "the small channels (which BatchNorm then amplifies) to zero. float16 is "
-                "lossless, and the frozen VGG16, whose features keep ImageNet's ranges, "
-                "quantizes well when it has results above. Deploy this model as float16, or "
-                "quantize it with the head in float.",
+                "every test image: int8 activation scales erase features the float model relies "
+                "on. Deploy another variant of this model.",
                 "",
             ]
     if figure:
@@ -1394,7 +1438,9 @@ def build_report(
         elif name == "augmentation":
             body, aug_results = section_augmentation(group)
         elif name == "transfer":
-            body, vgg_verdict, vgg_best = section_transfer(group)
+            sweep_file = fig_dir / "vgg_sweep.json"
+            sweep = json.loads(sweep_file.read_text()) if sweep_file.is_file() else None
+            body, vgg_verdict, vgg_best = section_transfer(group, sweep)
         elif name == "resnet vs cnn":
             body, resnet_results = section_resnet(group, arms)
         else:

@@ -32,8 +32,7 @@ if collapsed:
     st.warning(
         f"The {', '.join(collapsed)} variant(s) of this model give the same output for every "
         "image: int8 activation scales erase features the float model relies on. Do not deploy "
-        "them; the float16 variant or another model is the deployable choice. "
-        "docs/RESULTS.md (section 5) explains why.",
+        "them; the float16 variant or another model is the deployable choice.",
         icon=":material/warning:",
     )
 st.caption(

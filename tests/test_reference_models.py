@@ -219,7 +219,13 @@ def test_shipped_tflite_files_reproduce_results(run: dict[str, Any] | None) -> N
         assert entry and entry.get("ok"), (
             f"{run['name']}: {path.name} has no result in results.json"
         )
-        got = evaluation.evaluate(y, TFLiteModel(path).predict(x), task)
+        scores = TFLiteModel(path).predict(x)
+        # A shipped deployable model must still depend on its input (see fold_head_batchnorm).
+        assert scores.std(axis=0).max() > 1e-3, f"{run['name']}/{path.name}: constant output"
+        assert not any("collapsed" in n for n in entry.get("notes") or []), (
+            f"{run['name']}/{path.name} ships although results.json marks it collapsed"
+        )
+        got = evaluation.evaluate(y, scores, task)
         for metric in ("auc", "acc"):
             claimed = entry["test"][metric]
             assert abs(got[metric] - claimed) <= TOLERANCE, (

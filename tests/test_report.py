@@ -451,3 +451,29 @@ def test_reproduce_train_promote_report_smoke(synthetic_root: Path, tmp_path: Pa
     assert f"{mean:.4f} ± " in _line_with(text, "`cnn2d_aug`", "ours")
     assert "Difference `cnn2d_aug` − `cnn2d_noaug`" in text
     assert "not run yet" in _line_with(text, "`cnn3d`", "adrenalmnist3d")
+
+
+def test_vgg_sweep_table_in_transfer_section(fake_registry: Path, tmp_path: Path) -> None:
+    def seed(s: int, val_auc: float, test_auc: float) -> dict[str, Any]:
+        return {
+            "seed": s,
+            "val": {"auc": val_auc, "acc": 0.5},
+            "test": {"auc": test_auc, "acc": 0.55},
+            "epochs_run": 10,
+            "wall_time_s": 60.0,
+        }
+
+    sweep = {
+        "ft5_lr3e-5": {
+            "changes": {"fine_tune_blocks": 5, "learning_rate": 3e-5},
+            "seeds": [seed(0, 0.80, 0.75), seed(1, 0.82, 0.76), seed(2, 0.84, 0.77)],
+        }
+    }
+    fig_dir = tmp_path / "docs" / "results"
+    fig_dir.mkdir(parents=True)
+    (fig_dir / "vgg_sweep.json").write_text(json.dumps(sweep))
+    text, _ = _build(fake_registry, tmp_path)
+    row = _line_with(text, "`ft5_lr3e-5`")
+    assert "fine_tune_blocks=5, learning_rate=3e-05" in row
+    assert "0.8200 ± 0.0200" in row and "0.7600 ± 0.0100" in row and "| 3 |" in row
+    assert "chosen on the val columns only" in text
