@@ -85,6 +85,17 @@ def _registry_models(registry_dir: str) -> list[dict[str, Any]]:
     return runs
 
 
+def _trained_inputs(run: dict[str, Any], n: int) -> tuple[Any, np.ndarray]:
+    """A registered run's model and its first ``n`` real test inputs, model-ready."""
+    from core import data, registry
+    from core.models import prepare_input
+
+    cfg = run["config"]
+    model = registry.load_model(run["path"], allow_outside=True)
+    x, _ = data.load_split(cfg["dataset"], "test", int(cfg.get("size", 28)))
+    return model, prepare_input(cfg["model"], x[:n])
+
+
 def _sample_inputs(model, n: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return rng.random((n, *model.input_shape[1:]), dtype=np.float32)
@@ -275,14 +286,20 @@ def _float_ops(mode: str, ops: dict[str, int]) -> str:
 def format_tables(results: dict[str, Any]) -> str:
     """Plain-text tables of a results dict (markdown-compatible)."""
     lines = []
-    if results.get("gradcam"):
+    titles = {
+        "gradcam": "Grad-CAM, ms per input (batch 1, median), random-weight models",
+        "gradcam_trained": "Grad-CAM on the trained runs (real test images), ms per input",
+    }
+    for section, title in titles.items():
+        if not results.get(section):
+            continue
         lines += [
-            "\n## Grad-CAM, ms per input (batch 1, median)",
+            f"\n## {title}",
             "| model | layer | compiled | eager | Grad-CAM++ | tf-keras-vis | speed-up | "
             "r (same resize) | r (grid) | r (our half-pixel resize) |",
             "|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for name, r in results["gradcam"].items():
+        for name, r in results[section].items():
             if "error" in r:
                 lines.append(f"| {name} | error: {r['error'][:60]} |")
                 continue
@@ -424,6 +441,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"quantize: {name}")
             x = _sample_inputs(model, 32 if args.quick else 100, seed=1)
             results["quantize"][name] = bench_quantize(model, x, modes, runs)
+
+    if args.registry and "gradcam" in args.sections:
+        results["gradcam_trained"] = {}
+        for run in _registry_models(args.registry):
+            log(f"grad-cam (trained): {run['name']}")
+            try:
+                model, x = _trained_inputs(run, n_inputs)
+                results["gradcam_trained"][run["name"]] = bench_gradcam(model, x, runs)
+            except Exception as exc:
+                results["gradcam_trained"][run["name"]] = {
+                    "error": f"{type(exc).__name__}: {exc}"[:300]
+                }
 
     if args.registry:
         results["registry"] = {}
