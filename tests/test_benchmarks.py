@@ -23,3 +23,36 @@ def test_gradcam_benchmark_smoke(tmp_path: Path, capsys: pytest.CaptureFixture) 
         assert r["corr_grid"] > 0.999 and r["corr_aligned"] > 0.99, r
     printed = capsys.readouterr().out
     assert "r (same resize)" in printed and "| cnn3d |" in printed
+
+
+def test_vgg_sweep_configs_are_valid_and_table_is_computed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from benchmarks import vgg_sweep
+    from core import registry, training
+
+    for variant in vgg_sweep.VARIANTS:  # every variant is a valid TrainConfig
+        assert vgg_sweep._config(variant, 0).model == "vgg16"
+    monkeypatch.setenv("TRAINED_MODELS_DIR", str(tmp_path / "tm"))
+    monkeypatch.setattr(vgg_sweep, "OUT", tmp_path / "sweep.json")
+    trained = []
+
+    def fake_run(cfg, output_root):  # stands in for a real training run
+        trained.append(cfg.name)
+        run = Path(output_root) / cfg.name
+        run.mkdir(parents=True)
+        auc = 0.70 + 0.01 * cfg.seed
+        metrics = {"seed": cfg.seed, "epochs_run": 3, "wall_time_s": 1.0}
+        metrics |= {"val": {"auc": auc, "acc": 0.5}, "test": {"auc": auc, "acc": 0.5}}
+        registry.write_json_atomic(run / "metrics.json", metrics)
+        return run
+
+    monkeypatch.setattr(training, "run", fake_run)
+    assert vgg_sweep.main(["--variants", "ft3", "--seeds", "0", "1", "2"]) == 0
+    assert trained == ["ft3-s0", "ft3-s1", "ft3-s2"]
+    assert "| ft3 | 0.7100 ± 0.0100 | 0.5000 ± 0.0000 |" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "sweep.json").read_text())
+    assert saved["ft3"]["changes"] == {"fine_tune_blocks": 3}
+    # a second call resumes: nothing is retrained
+    assert vgg_sweep.main(["--variants", "ft3", "--seeds", "0", "1", "2"]) == 0
+    assert len(trained) == 3

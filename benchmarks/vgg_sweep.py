@@ -1,0 +1,92 @@
+"""VGG16 transfer recipe sweep on RetinaMNIST, selected on the validation split only.
+
+Each variant changes the ``vgg16_ft2`` arm's config in one or two knobs and trains the usual
+three seeds into ``trained_models/.staging/sweep/`` (git-ignored, resumable). The table prints
+mean ± std of val and test AUC/ACC; the choice of recipe must be made on the val columns.
+Results also go to ``docs/results/vgg_sweep.json`` so the report can cite the sweep.
+
+    python -m benchmarks.vgg_sweep [--variants ft5_lr3e-5 ...] [--seeds 0 1 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from core import registry
+from core.config import TrainConfig, trained_models_dir
+from core.experiments import ARMS
+
+BASE = ARMS["vgg16_ft2"]["config"]
+VARIANTS: dict[str, dict] = {
+    "ft2_base": {},
+    "ft5_lr3e-5": {"fine_tune_blocks": 5, "learning_rate": 3e-5},
+    "ft3": {"fine_tune_blocks": 3},
+    "ft2_lr3e-5_cosine": {
+        "learning_rate": 3e-5,
+        "lr_schedule": "cosine",
+        "epochs": 60,
+        "patience": 12,
+    },
+    "ft2_classweights": {"class_weights": True},
+}
+OUT = Path("docs/results/vgg_sweep.json")
+
+
+def _config(variant: str, seed: int) -> TrainConfig:
+    return TrainConfig(
+        **{**BASE, **VARIANTS[variant], "seed": seed, "name": f"{variant}-s{seed}"}
+    ).validate()
+
+
+def _ms(values: list[float]) -> str:
+    a = np.asarray(values, float)
+    return f"{a.mean():.4f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.4f}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    args = p.parse_args(argv)
+    from core import training
+
+    root = trained_models_dir() / ".staging" / "sweep"
+    root.mkdir(parents=True, exist_ok=True)
+    results = json.loads(OUT.read_text()) if OUT.is_file() else {}
+    for variant in args.variants:
+        for seed in args.seeds:
+            cfg = _config(variant, seed)
+            if not (root / cfg.name / "metrics.json").is_file():
+                start = time.time()
+                training.run(cfg, output_root=root)
+                print(f"{cfg.name}: {time.time() - start:.0f}s", flush=True)
+        seeds = [registry.read_json(root / f"{variant}-s{s}", "metrics.json") for s in args.seeds]
+        results[variant] = {
+            "changes": VARIANTS[variant],
+            "seeds": [
+                {k: m[k] for k in ("seed", "val", "test", "epochs_run", "wall_time_s")}
+                for m in seeds
+            ],
+        }
+        OUT.write_text(json.dumps(results, indent=2) + "\n")
+    print("| variant | val AUC | val ACC | test AUC | test ACC |")
+    print("|---|---|---|---|---|")
+    for variant, r in results.items():
+        cells = [
+            _ms([m[split][key] for m in r["seeds"]])
+            for split in ("val", "test")
+            for key in ("auc", "acc")
+        ]
+        print(f"| {variant} | " + " | ".join(cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
