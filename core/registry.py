@@ -260,6 +260,18 @@ def trained_layer_names(model: Any) -> list[str]:
     return names
 
 
+def _half(w: Any) -> Any:
+    """``w`` as float16, or unchanged where float16 cannot hold it (|w| > 65504 → inf).
+
+    On one seed a fine-tuned VGG16's head BatchNorm moving variance exceeded float16's 65504; as
+    float16 it became inf and silenced that channel.
+    """
+    import numpy as np
+
+    half = w.astype(np.float16)
+    return half if np.all(np.isfinite(half) == np.isfinite(w)) else w
+
+
 def round_trained_to_float16(model: Any) -> None:
     """Round the trained layers' weights to float16 in place.
 
@@ -267,11 +279,9 @@ def round_trained_to_float16(model: Any) -> None:
     parameters). Rounding *before* evaluation makes the reported metrics those of the exact
     model that ships and reloads.
     """
-    import numpy as np
-
     for lname in trained_layer_names(model):
         layer = model.get_layer(lname)
-        layer.set_weights([w.astype(np.float16).astype(w.dtype) for w in layer.get_weights()])
+        layer.set_weights([_half(w).astype(w.dtype) for w in layer.get_weights()])
 
 
 def save_lean_weights(model: Any, path: Path) -> None:
@@ -280,7 +290,7 @@ def save_lean_weights(model: Any, path: Path) -> None:
     arrays = {}
     for lname in trained_layer_names(model):
         for i, w in enumerate(model.get_layer(lname).get_weights()):
-            arrays[f"{lname}/{i}"] = w.astype(np.float16)
+            arrays[f"{lname}/{i}"] = _half(w)
     with path.open("wb") as fh:
         np.savez(fh, **arrays)
 

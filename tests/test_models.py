@@ -168,13 +168,20 @@ def test_lean_vgg16_round_trip(tmp_path, vgg16_weights_file, monkeypatch):
     rng = np.random.default_rng(0)
     x = rng.random((4, 28, 28, 3), dtype=np.float32)
     model.train_on_batch(x, np.arange(4).reshape(4, 1))
+    # a moving variance beyond float16's range (65504) must survive, not become inf
+    bn = model.get_layer("head_bn")
+    gamma, beta, mean, var = bn.get_weights()
+    var[0] = 1.0e5
+    bn.set_weights([gamma, beta, mean, var])
     registry.round_trained_to_float16(model)
+    assert bn.get_weights()[3][0] == np.float32(1.0e5)
     cfg = {"dataset": "retinamnist", "model": "vgg16", "size": 28, "fine_tune_blocks": 1}
     run = registry.save_run(model, cfg, {}, {}, root=tmp_path, lean=True)
     assert not (run / registry.MODEL_FILE).exists()
     with np.load(run / registry.LEAN_FILE) as npz:
         stored = {k.split("/")[0] for k in npz.files}
-        assert all(npz[k].dtype == np.float16 for k in npz.files)
+        assert npz["head_bn/3"].dtype == np.float32  # kept: float16 cannot hold it
+        assert all(npz[k].dtype == np.float16 for k in npz.files if k != "head_bn/3")
     assert {"block5_conv1", "block5_conv3", "head_bn", "fc1", "logits"} <= stored
     assert not any(name.startswith(("block1", "block4")) for name in stored)
     reloaded = registry.load_model(run, root=tmp_path)
