@@ -25,7 +25,6 @@ from core.experiments import ARMS
 
 BASE = ARMS["vgg16_ft2"]["config"]
 VARIANTS: dict[str, dict] = {
-    "ft2_base": {},
     "ft5_lr3e-5": {"fine_tune_blocks": 5, "learning_rate": 3e-5},
     "ft3": {"fine_tune_blocks": 3},
     "ft2_lr3e-5_cosine": {
@@ -34,7 +33,6 @@ VARIANTS: dict[str, dict] = {
         "epochs": 60,
         "patience": 12,
     },
-    "ft2_classweights": {"class_weights": True},
 }
 OUT = Path("docs/results/vgg_sweep.json")
 
