@@ -268,7 +268,8 @@ def _half(w: Any) -> Any:
     """
     import numpy as np
 
-    half = w.astype(np.float16)
+    with np.errstate(over="ignore"):
+        half = w.astype(np.float16)
     return half if np.all(np.isfinite(half) == np.isfinite(w)) else w
 
 
