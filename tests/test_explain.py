@@ -273,6 +273,11 @@ def test_unknown_layer_lists_candidates(tiny_models):
         explain.grad_cam(model, _inputs(model), layer_name="no_such_layer")
     with pytest.raises(ValueError, match="not a spatial layer"):
         explain.grad_cam(model, _inputs(model), layer_name="logits")  # exists but not spatial
+    # a refused name is not cached: asking again refuses again
+    with pytest.raises(ValueError, match="not a spatial layer"):
+        explain.grad_cam(model, _inputs(model), layer_name="no_such_layer")
+    with pytest.raises(ValueError, match="layer name"):
+        explain.grad_cam(model, _inputs(model), layer_name=["block1_conv1"])
 
 
 @pytest.mark.parametrize(
