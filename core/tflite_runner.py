@@ -7,6 +7,7 @@ returns float probabilities, so its output goes through the same official metric
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import Counter
@@ -19,6 +20,14 @@ import numpy as np
 _CONVERSION_OPS = {"QUANTIZE", "DEQUANTIZE"}
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 class TFLiteModel:
     """A thread-safe TFLite interpreter with a Keras-like ``predict``.
 
@@ -27,7 +36,9 @@ class TFLiteModel:
 
     Args:
         model: Flatbuffer bytes or a path to a ``.tflite`` file.
-        num_threads: Interpreter threads (default: the runtime's choice).
+        num_threads: Interpreter threads. Default: every CPU this process may use, as
+            TensorFlow uses for the Keras model; the runtime's own default here was one thread,
+            which halved int8 VGG16 throughput and made the Keras-vs-TFLite comparison unfair.
     """
 
     def __init__(self, model: bytes | str | Path, num_threads: int | None = None) -> None:
@@ -40,6 +51,9 @@ class TFLiteModel:
             if not path.is_file():
                 raise FileNotFoundError(f"TFLite model file not found: {path}")
             self._content = path.read_bytes()
+        if num_threads is None:
+            num_threads = available_cpus()
+        self.num_threads = num_threads
         self._interpreter = Interpreter(model_content=self._content, num_threads=num_threads)
         self._interpreter.allocate_tensors()
         self._lock = threading.Lock()

@@ -133,6 +133,13 @@ def test_runner_batches_threads_and_latency(tmp_path):
     path.write_bytes(flat)
     runner = TFLiteModel(path)
     assert runner.size_bytes == len(flat) and runner.input_shape == (None, 16, 16, 1)
+    # the interpreter gets the CPUs TensorFlow gets, unless told otherwise
+    from core.tflite_runner import available_cpus
+
+    assert runner.num_threads == available_cpus() >= 1
+    one = TFLiteModel(flat, num_threads=1)
+    assert one.num_threads == 1
+    np.testing.assert_allclose(one.predict(x), runner.predict(x), atol=1e-6)
     batched = runner.predict(x, batch_size=5)
     single = np.concatenate([runner.predict(x[i : i + 1]) for i in range(len(x))])
     np.testing.assert_allclose(batched, single, atol=1e-6)
