@@ -210,6 +210,7 @@ def quantize(
     learning_rate: float = 1e-5,
     task: str | None = None,
     num_calibration: int = 200,
+    seed: int = 0,
 ) -> bytes:
     """Convert a Keras model to a TFLite flatbuffer in one of :data:`MODES`.
 
@@ -227,6 +228,7 @@ def quantize(
             grid; at 1e-4 the RetinaMNIST VGG16 lost 0.004 test AUC, at 1e-5 none.
         task: medmnist task string for the QAT loss (default: inferred from the output layer).
         num_calibration: Samples used for calibration.
+        seed: Seeds the QAT fine-tune.
 
     A BatchNorm between pooling and the first Dense layer is folded away first
     (:func:`fold_head_batchnorm`), an exact rewrite without which the fine-tuned VGG16 collapses
@@ -255,6 +257,7 @@ def quantize(
             learning_rate=learning_rate,
             task=task,
             num_calibration=num_calibration,
+            seed=seed,
         )
         return _convert(qat_model, "qat", representative_data, num_calibration)
     return _convert(model, mode, representative_data, num_calibration)
@@ -490,6 +493,7 @@ def quantization_aware_model(
     learning_rate: float = 1e-5,
     task: str | None = None,
     num_calibration: int = 200,
+    seed: int = 0,
 ) -> keras.Model:
     """The tfmot fake-quantized copy of ``model``, calibrated and optionally fine-tuned.
 
@@ -505,6 +509,7 @@ def quantization_aware_model(
         learning_rate: Fine-tune learning rate.
         task: medmnist task string (default: inferred from the output activation).
         num_calibration: Samples used for calibration.
+        seed: Seeds the fine-tune's shuffling and dropout, so a rerun gives the same model.
 
     Returns:
         The QAT Keras model (convert it with full-integer TFLite conversion).
@@ -531,6 +536,7 @@ def quantization_aware_model(
             if task == MULTI_LABEL
             else keras.losses.SparseCategoricalCrossentropy()
         )
+        keras.utils.set_random_seed(seed)
         qat.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss)
         qat.fit(
             np.asarray(x, np.float32),
@@ -623,6 +629,7 @@ def compare_modes(
     latency_runs: int = 50,
     on_bytes: Callable[[str, bytes], str | None] | None = None,
     progress: Callable[[str], None] | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Quantize ``model`` in each mode and measure it against the float model.
 
@@ -640,6 +647,7 @@ def compare_modes(
         on_bytes: Called as ``on_bytes(mode, flatbuffer)``; returns where it stored the file
             (recorded as ``file``) or ``None``.
         progress: Called with a short status line before each step.
+        seed: Seeds the QAT fine-tune.
 
     Returns:
         ``{"float": {...}, "modes": {mode: {...}}, "task", "n_test"}``; a failed mode holds
@@ -692,6 +700,7 @@ def compare_modes(
                 train_data=train_data if mode == "qat" else None,
                 epochs=qat_epochs,
                 task=task,
+                seed=seed,
             )
             entry["convert_s"] = round(time.perf_counter() - start, 2)
             runner = TFLiteModel(flat)
@@ -809,6 +818,7 @@ def quantize_run(
         occlusion_samples=occlusion_samples,
         on_bytes=store,
         progress=progress,
+        seed=int(config.get("seed", 0)),
     )
     result.update(
         run=run.name,

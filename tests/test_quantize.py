@@ -112,6 +112,20 @@ def test_qat_end_to_end(name):
         assert TFLiteModel(q.quantize(model, "qat", x)).input_dtype == np.int8
 
 
+def test_qat_fine_tune_is_seeded():
+    model, x, y = _trained("cnn2d")
+
+    def weights(seed: int) -> list[np.ndarray]:
+        qat = q.quantization_aware_model(
+            model, x, train_data=(x, y), epochs=2, batch_size=4, learning_rate=1e-2, seed=seed
+        )
+        return qat.get_weights()
+
+    first, again, other = weights(3), weights(3), weights(4)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other, strict=True))
+
+
 def test_mode_validation_and_errors():
     model, x, _ = _trained("cnn2d")
     with pytest.raises(ValueError, match="'int4' is not supported; choose one of dynamic, int8"):
