@@ -765,6 +765,7 @@ def section_quantization(arms: dict[str, Arm], figure: str | None) -> list[str]:
     results = quant_results(arms)
     families = best_per_family(arms.values())
     done = {arm.name for arm, _ in results}
+    fold_explained = False
     for family, arm in families.items():
         if arm.name not in done:
             lines += [f"- `{arm.name}` (best {family}): quantization {NOT_RUN}."]
@@ -845,17 +846,8 @@ def section_quantization(arms: dict[str, Arm], figure: str | None) -> list[str]:
             }
         )
         if folded:
-            lines += [
-                f"`{arm.name}`: {folded[0]}. Its head normalises the global-average-pooled "
-                "block-5 features with a BatchNorm whose per-channel scales span the range "
-                "quoted. Converted as trained, one int8 scale for the "
-                "pooled vector (and the BatchNorm multiplied into the next Dense kernel) rounds "
-                "the small channels to zero and every image gets the same output. Moving the "
-                "positive BatchNorm scales through max pooling and ReLU into the last "
-                "convolution, and its shift into the Dense bias, gives the same float model "
-                "with channels on comparable scales (`core.quantize.fold_head_batchnorm`).",
-                "",
-            ]
+            lines += [f"`{arm.name}`: {folded[0]}.", ""]
+            fold_explained = True
         if collapsed:
             lines += [
                 f"The {', '.join(collapsed)} variant(s) of `{arm.name}` give the same output for "
@@ -863,6 +855,18 @@ def section_quantization(arms: dict[str, Arm], figure: str | None) -> list[str]:
                 "on. Deploy another variant of this model.",
                 "",
             ]
+    if fold_explained:
+        lines += [
+            "Why the fold: these heads normalise the global-average-pooled block-5 features with "
+            "a BatchNorm whose per-channel scales can span three orders of magnitude after "
+            "fine-tuning. Converted as trained, one int8 scale for the pooled vector (and the "
+            "BatchNorm multiplied into the next Dense kernel) rounds the small channels to zero, "
+            "and such a model gives every image the same output. Moving the positive BatchNorm "
+            "scales through max pooling and ReLU into the last convolution, and the shift into "
+            "the Dense bias, gives the same float model with channels on comparable scales "
+            "(`core.quantize.fold_head_batchnorm`).",
+            "",
+        ]
     if figure:
         lines += [f"![Quantization trade-off]({figure})", ""]
     return lines
