@@ -157,3 +157,22 @@ def vgg16_weights_file() -> Path:
     if path is None or not path.is_file():
         _require(f"VGG16_WEIGHTS={value!r} is not an existing file")
     return path
+
+
+@pytest.fixture
+def tiny_cnn3d_run(synthetic_root: Path) -> Path:
+    """An untrained 28³ cnn3d (filters 2, 4) saved as run ``tiny3d`` in the tmp registry."""
+    from core import registry
+    from core.models import build_model
+
+    flag = "adrenalmnist3d"
+    model = build_model(
+        "cnn3d",
+        (28, 28, 28, 1),
+        info.num_classes(flag),
+        info.task(flag),
+        filters=(2, 4),
+        dense_units=4,
+    )
+    cfg = {"dataset": flag, "model": "cnn3d", "size": 28, "seed": 0}
+    return registry.save_run(model, cfg, {}, {}, name="tiny3d")

@@ -426,20 +426,9 @@ def test_alignment_summary_3d_is_json_ready(tiny_models):
 
 
 @pytest.mark.slow
-def test_compute_alignment_run_writes_explain_json(synthetic_root, tmp_path):
-    from core import info, registry
-
+def test_compute_alignment_run_writes_explain_json(tiny_cnn3d_run, tmp_path):
     flag = "adrenalmnist3d"
-    model = build_model(
-        "cnn3d",
-        (28, 28, 28, 1),
-        info.num_classes(flag),
-        info.task(flag),
-        filters=(2, 4),
-        dense_units=4,
-    )
-    cfg = {"dataset": flag, "model": "cnn3d", "size": 28, "seed": 0}
-    run = registry.save_run(model, cfg, {}, {}, name="tiny3d")  # TRAINED_MODELS_DIR (tmp)
+    run = tiny_cnn3d_run  # in TRAINED_MODELS_DIR (tmp)
     result = explain.compute_alignment_run(run, n=3, steps=2)
     written = json.loads((run / "explain.json").read_text())
     assert written["dataset"] == flag and set(explain.METHODS) <= set(written)

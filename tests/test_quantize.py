@@ -229,21 +229,8 @@ def test_compare_modes_records_failures(monkeypatch):
 
 
 @pytest.mark.slow
-def test_quantize_run_writes_registry_files(synthetic_root):
-    from core import info, registry
-
-    flag = "adrenalmnist3d"
-    model = build_model(
-        "cnn3d",
-        (28, 28, 28, 1),
-        info.num_classes(flag),
-        info.task(flag),
-        filters=(2, 4),
-        dense_units=4,
-    )
-    run = registry.save_run(
-        model, {"dataset": flag, "model": "cnn3d", "size": 28, "seed": 0}, {}, {}, name="tiny3d"
-    )
+def test_quantize_run_writes_registry_files(tiny_cnn3d_run):
+    run = tiny_cnn3d_run
     result = q.quantize_run(
         run,
         modes=("dynamic", "int8", "qat"),
