@@ -33,6 +33,10 @@ VARIANTS: dict[str, dict] = {
         "epochs": 60,
         "patience": 12,
     },
+    # Averaged weights (EMA, momentum 0.99 ≈ the last 3 epochs) smooth the epoch-to-epoch swings
+    # of the 120-image val metrics; label smoothing keeps the softmax from overconfident argmaxes.
+    "ft2_ema": {"weight_ema": 0.99, "epochs": 60, "patience": 12},
+    "ft2_ema_ls": {"weight_ema": 0.99, "label_smoothing": 0.1, "epochs": 60, "patience": 12},
 }
 OUT = Path("docs/results/vgg_sweep.json")
 

@@ -81,6 +81,11 @@ class TrainConfig:
         lr_schedule: ``"plateau"`` (halve on val-AUC plateau), ``"cosine"`` or ``"constant"``.
         class_weights: weight the loss by inverse class frequency (single-label tasks).
         input_size: VGG16 only: side the images are resized to in-graph (default 32).
+        label_smoothing: single-label tasks: mix ``label_smoothing / classes`` into every
+            one-hot target (0 = plain cross-entropy).
+        weight_ema: momentum of an exponential moving average of the trainable weights, updated
+            every step; validation, early stopping and the saved model use the averaged
+            weights (0 = off).
         name: run-directory name; generated when None.
     """
 
@@ -98,6 +103,8 @@ class TrainConfig:
     lr_schedule: str = "plateau"
     class_weights: bool = False
     input_size: int | None = None
+    label_smoothing: float = 0.0
+    weight_ema: float = 0.0
     name: str | None = None
 
     def validate(self) -> TrainConfig:
@@ -180,6 +187,16 @@ class TrainConfig:
                 self.input_size,
                 "an integer in 32..224, for model='vgg16' only",
             )
+        for field_name in ("label_smoothing", "weight_ema"):
+            value = getattr(self, field_name)
+            _check(
+                not isinstance(value, bool) and isinstance(value, int | float) and 0 <= value < 1,
+                field_name,
+                value,
+                "a number in [0, 1)",
+            )
+        if self.label_smoothing and info.is_multilabel(self.dataset):
+            raise ValueError("label_smoothing applies to single-label tasks only.")
         if self.name is not None:
             from core.registry import validate_run_name
 

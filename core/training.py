@@ -6,12 +6,13 @@ the same code runs on one CPU, several local devices, or several workers (``TF_C
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -133,11 +134,57 @@ class CancelCallback(keras.callbacks.Callback):
         self._check()
 
 
+class WeightAverage(keras.callbacks.Callback):
+    """Exponential moving average of the trainable weights, updated after every training step.
+
+    The momentum warms up as ``min(momentum, (1 + step) / (10 + step))`` (as TensorFlow's
+    ``ExponentialMovingAverage`` with ``num_updates``), so the freshly initialised head does not
+    linger in the average. Non-trainable state (BatchNorm statistics, frozen layers) is shared.
+    """
+
+    def __init__(self, momentum: float):
+        super().__init__()
+        if not 0 < momentum < 1:
+            raise ValueError(f"momentum must be in (0, 1), got {momentum}")
+        self.momentum = momentum
+        self._vars: list[tf.Variable] = []
+        self._shadow: list[tf.Variable] = []
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._vars = list(self.model.trainable_variables)
+        with self.model.distribute_strategy.scope():
+            self._shadow = [tf.Variable(v, trainable=False) for v in self._vars]
+            self._step = tf.Variable(0.0, trainable=False)
+        self._update = tf.function(self._update_average)
+
+    def _update_average(self) -> None:
+        self._step.assign_add(1.0)
+        decay = tf.minimum(self.momentum, (1.0 + self._step) / (10.0 + self._step))
+        for shadow, var in zip(self._shadow, self._vars, strict=True):
+            shadow.assign(decay * shadow + (1.0 - decay) * var)
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._update()
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[None]:
+        """Swap the averaged weights into the model for the duration of the block."""
+        raw = [v.numpy() for v in self._vars]
+        for var, shadow in zip(self._vars, self._shadow, strict=True):
+            var.assign(shadow)
+        try:
+            yield
+        finally:
+            for var, value in zip(self._vars, raw, strict=True):
+                var.assign(value)
+
+
 class ValidationMonitor(keras.callbacks.Callback):
     """Official val AUC/ACC per epoch, best weights kept in memory, early stopping, LR schedule.
 
     Patience only counts after ``min_epochs``: a 98–120 image validation split can peak by
     chance in epoch 2 and would otherwise end training before the model learned anything.
+    With an ``averager`` the averaged weights are the ones scored and kept.
     """
 
     def __init__(
@@ -147,10 +194,12 @@ class ValidationMonitor(keras.callbacks.Callback):
         task: str,
         cfg: TrainConfig,
         checkpoint: Path | None = None,
+        averager: WeightAverage | None = None,
     ):
         super().__init__()
         self.x_val, self.y_val, self.task, self.cfg = x_val, y_val, task, cfg
         self.checkpoint = checkpoint
+        self.averager = averager
         self.best_auc = -math.inf
         self.best_epoch = 0
         self.best_weights: list[np.ndarray] | None = None
@@ -168,6 +217,13 @@ class ValidationMonitor(keras.callbacks.Callback):
             self._set_lr(self.cfg.learning_rate * 0.5 * (1 + math.cos(math.pi * progress)))
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.averager is None:
+            self._score_epoch(epoch, logs)
+        else:
+            with self.averager.applied():
+                self._score_epoch(epoch, logs)
+
+    def _score_epoch(self, epoch: int, logs: dict[str, Any] | None) -> None:
         logs = logs if logs is not None else {}
         scores = evaluation.predict(self.model, self.x_val)
         if not np.all(np.isfinite(scores)):  # diverged: let train() report it, not the metric
@@ -239,7 +295,7 @@ def train(
         model = build_model(
             cfg.model, split_data.x_train.shape[1:], info.num_classes(cfg.dataset), task, **kwargs
         )
-        compile_model(model, task, cfg.learning_rate)
+        compile_model(model, task, cfg.learning_rate, cfg.label_smoothing)
     train_ds = data.make_dataset(
         split_data.x_train,
         split_data.y_train,
@@ -248,7 +304,8 @@ def train(
         augment=cfg.augment,
         seed=cfg.seed,
     )
-    monitor = ValidationMonitor(split_data.x_val, split_data.y_val, task, cfg, checkpoint)
+    averager = WeightAverage(cfg.weight_ema) if cfg.weight_ema else None
+    monitor = ValidationMonitor(split_data.x_val, split_data.y_val, task, cfg, checkpoint, averager)
     nan_guard = keras.callbacks.TerminateOnNaN()
     cancel = [c for c in callbacks if isinstance(c, CancelCallback)]
     start = time.perf_counter()
@@ -256,7 +313,7 @@ def train(
         train_ds,
         epochs=cfg.epochs,
         verbose=verbose,
-        callbacks=[monitor, nan_guard, *callbacks],
+        callbacks=[*([averager] if averager else []), monitor, nan_guard, *callbacks],
         class_weight=_class_weights(split_data.y_train, task) if cfg.class_weights else None,
     )
     wall = time.perf_counter() - start

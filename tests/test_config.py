@@ -64,6 +64,12 @@ def test_defaults_match_the_contract():
         ({"model": "vgg16", "input_size": 16}, "input_size", "16"),
         ({"model": "vgg16", "input_size": 512}, "input_size", "512"),
         ({"input_size": 64}, "input_size", "64"),
+        ({"label_smoothing": 1.0}, "label_smoothing", "1.0"),
+        ({"label_smoothing": -0.1}, "label_smoothing", "-0.1"),
+        ({"label_smoothing": True}, "label_smoothing", "True"),
+        ({"dataset": "chestmnist", "label_smoothing": 0.1}, "label_smoothing", "single-label"),
+        ({"weight_ema": 1}, "weight_ema", "1"),
+        ({"weight_ema": "0.99"}, "weight_ema", "'0.99'"),
         ({"name": "../evil"}, "run name", "'../evil'"),
         ({"name": "a/b"}, "run name", "'a/b'"),
     ],
@@ -84,6 +90,8 @@ def test_validate_rejects_bad_values(changes, field, shown):
         {"model": "vgg16", "fine_tune_blocks": 5, "input_size": 224},
         {"model": "resnet", "size": 224, "lr_schedule": "cosine", "min_epochs": 3},
         {"name": "my-run_1.0", "epochs": 1000, "batch_size": 4096, "learning_rate": 1},
+        {"label_smoothing": 0.1, "weight_ema": 0.99},
+        {"dataset": "chestmnist", "weight_ema": 0.999},
     ],
 )
 def test_validate_accepts_good_values(changes):
@@ -110,6 +118,7 @@ def test_dict_round_trip():
         lr_schedule="cosine",
         class_weights=True,
         input_size=64,
+        weight_ema=0.99,
         name="x1",
     )
     d = cfg.to_dict()

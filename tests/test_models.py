@@ -208,3 +208,17 @@ def test_input_helpers():
     grey = np.zeros((2, 28, 28, 1), np.float32)
     assert models.prepare_input("vgg16", grey).shape == (2, 28, 28, 3)
     assert models.prepare_input("cnn2d", grey) is grey
+
+
+def test_compile_model_label_smoothing():
+    model = build_model("cnn2d", (28, 28, 1), 4, "multi-class")
+    compile_model(model, "multi-class", label_smoothing=0.2)
+    p = np.array([[0.7, 0.1, 0.1, 0.1], [0.25, 0.25, 0.4, 0.1]], np.float32)
+    y = np.array([[0], [2]])
+    target = np.full((2, 4), 0.05) + 0.8 * np.eye(4)[[0, 2]]
+    want = -(target * np.log(p)).sum(axis=1).mean()
+    assert float(model.loss(y, p)) == pytest.approx(want, rel=1e-5)
+    plain = compile_model(build_model("cnn2d", (28, 28, 1), 4, "multi-class"), "multi-class")
+    assert float(plain.loss(y, p)) == pytest.approx(-np.log([0.7, 0.4]).mean(), rel=1e-5)
+    with pytest.raises(ValueError, match="single-label"):
+        compile_model(model, "multi-label, binary-class", label_smoothing=0.1)

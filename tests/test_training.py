@@ -285,3 +285,60 @@ def test_lean_vgg16_run_reports_the_shipped_model(synthetic_root, vgg16_weights_
     model = registry.load_model(run)
     again = evaluation.evaluate(y, evaluation.predict(model, data.to_rgb(x)), "binary-class")
     assert again == pytest.approx(metrics["test"], abs=1e-12)
+
+
+class BatchRecorder(keras.callbacks.Callback):
+    """Trainable weights after every step (runs after WeightAverage's own batch hook)."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps: list[list[np.ndarray]] = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps.append([v.numpy() for v in self.model.trainable_variables])
+
+
+def test_weight_average_is_the_warmed_up_moving_average():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    start = [v.numpy() for v in model.trainable_variables]
+    averager, recorder = training.WeightAverage(0.9), BatchRecorder()
+    x, y = np.random.default_rng(0).normal(size=(40, 4)), np.ones((40, 1))
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[averager, recorder])
+    expected = start
+    for step, weights in enumerate(recorder.steps, start=1):
+        decay = min(0.9, (1 + step) / (10 + step))
+        expected = [decay * e + (1 - decay) * w for e, w in zip(expected, weights, strict=True)]
+    raw = [v.numpy() for v in model.trainable_variables]
+    with averager.applied():
+        for var, want, last in zip(model.trainable_variables, expected, raw, strict=True):
+            np.testing.assert_allclose(var.numpy(), want, rtol=1e-5, atol=1e-6)
+            assert not np.allclose(var.numpy(), last), "the average equals the raw weights"
+    for var, last in zip(model.trainable_variables, raw, strict=True):
+        np.testing.assert_array_equal(var.numpy(), last)  # raw weights are back after the block
+    with pytest.raises(ValueError, match="momentum"):
+        training.WeightAverage(1.0)
+
+
+def test_train_with_weight_ema_scores_and_keeps_the_averaged_weights(split):
+    recorder = Recorder()
+    result = training.train(
+        _cfg(epochs=3, patience=10, weight_ema=0.9), callbacks=[recorder], split_data=split
+    )
+    recomputed = evaluation.evaluate(
+        split.y_val, evaluation.predict(result.model, split.x_val), "binary-class"
+    )
+    assert recomputed["auc"] == pytest.approx(max(result.history["val_auc"]), abs=1e-9)
+    for raw in recorder.weights:  # the model returned is none of the raw epoch-end models
+        assert not all(
+            np.array_equal(a, b) for a, b in zip(result.model.get_weights(), raw, strict=True)
+        )
+
+
+def test_train_with_label_smoothing(split):
+    result = training.train(_cfg(epochs=1, label_smoothing=0.1), split_data=split)
+    assert np.isfinite(result.history["loss"][0])
+    # a confident, correct prediction still costs something against smoothed targets
+    loss = float(result.model.loss(np.array([[0]]), np.array([[0.999, 0.001]], np.float32)))
+    assert loss == pytest.approx(-(0.95 * np.log(0.999) + 0.05 * np.log(0.001)), rel=1e-4)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import tensorflow as tf
 import tf_keras as keras
 
 from core import info
@@ -71,12 +72,34 @@ def input_shape_for(family: str, flag: str, size: int = 28) -> tuple[int, ...]:
     return (size, size, channels)
 
 
-def compile_model(model: keras.Model, task: str, learning_rate: float = 1e-3) -> keras.Model:
-    """Adam + the task's loss: binary cross-entropy per label, else sparse categorical."""
-    loss = (
-        "binary_crossentropy"
-        if task == MULTI_LABEL
-        else keras.losses.SparseCategoricalCrossentropy()
-    )
+def sparse_smoothed_crossentropy(num_classes: int, label_smoothing: float) -> Any:
+    """Cross-entropy on integer labels with label smoothing (Keras' sparse loss has none)."""
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+
+    def smoothed(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+        labels = tf.cast(tf.reshape(y_true, [-1]), tf.int32)
+        return loss(tf.one_hot(labels, num_classes), y_pred)
+
+    return smoothed
+
+
+def compile_model(
+    model: keras.Model,
+    task: str,
+    learning_rate: float = 1e-3,
+    label_smoothing: float = 0.0,
+) -> keras.Model:
+    """Adam + the task's loss: binary cross-entropy per label, else sparse categorical.
+
+    ``label_smoothing`` > 0 (single-label tasks only) smooths the categorical targets.
+    """
+    if task == MULTI_LABEL:
+        if label_smoothing:
+            raise ValueError("label_smoothing applies to single-label tasks only")
+        loss: Any = "binary_crossentropy"
+    elif label_smoothing:
+        loss = sparse_smoothed_crossentropy(int(model.output_shape[-1]), label_smoothing)
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy()
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss)
     return model
