@@ -25,6 +25,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-epochs", type=int, default=0)
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="plateau")
     p.add_argument("--class-weights", action=argparse.BooleanOptionalAction, default=False)
+    p.add_argument(
+        "--label-smoothing", type=float, default=0.0, help="single-label tasks: e.g. 0.1"
+    )
+    p.add_argument(
+        "--weight-ema",
+        type=float,
+        default=0.0,
+        help="momentum of a moving average of the weights, scored and saved (e.g. 0.99; 0 = off)",
+    )
     p.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default")
     p.add_argument("--name", default=None, help="run directory name (default: generated)")
     p.add_argument(
@@ -52,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         min_epochs=args.min_epochs,
         lr_schedule=args.lr_schedule,
         class_weights=args.class_weights,
+        label_smoothing=args.label_smoothing,
+        weight_ema=args.weight_ema,
         input_size=args.input_size,
         name=args.name,
     )

@@ -96,7 +96,18 @@ def _train_and_evaluate(tmp_path: Path, flag: str, model: str, *extra: str) -> P
 
 @pytest.mark.slow
 def test_train_retinamnist_cnn2d_with_augmentation(tmp_path):
-    run_dir = _train_and_evaluate(tmp_path, "retinamnist", "cnn2d", "--augment")
+    run_dir = _train_and_evaluate(
+        tmp_path,
+        "retinamnist",
+        "cnn2d",
+        "--augment",
+        "--weight-ema",
+        "0.9",
+        "--label-smoothing",
+        "0.1",
+    )
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert (cfg["weight_ema"], cfg["label_smoothing"]) == (0.9, 0.1)
     # a run name resolves inside the registry (TRAINED_MODELS_DIR)
     env = _env(tmp_path, TRAINED_MODELS_DIR=str(run_dir.parent))
     ev = _cli("core.evaluate", run_dir.name, "--split", "val", env=env)
@@ -120,6 +131,14 @@ def test_train_adrenalmnist3d_cnn3d(tmp_path):
         (["--dataset", "retinamnist", "--model", "cnn2d", "--size", "32"], "size=32"),
         (["--dataset", "retinamnist", "--model", "cnn2d", "--name", "../x"], "invalid run name"),
         (["--dataset", "retinamnist", "--model", "alexnet"], "invalid choice: 'alexnet'"),
+        (
+            ["--dataset", "retinamnist", "--model", "cnn2d", "--weight-ema", "1.5"],
+            "weight_ema=1.5",
+        ),
+        (
+            ["--dataset", "chestmnist", "--model", "cnn2d", "--label-smoothing", "0.1"],
+            "single-label",
+        ),
         (["--model", "cnn2d"], "--dataset"),
     ],
 )
