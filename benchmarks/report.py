@@ -560,9 +560,15 @@ def section_augmentation(group: list[Arm]) -> tuple[list[str], list[tuple[Arm, A
     return lines, results
 
 
-def section_sweep(sweep: dict[str, Any]) -> list[str]:
-    """The VGG16 recipe sweep (``benchmarks/vgg_sweep.py``): val beside test, per variant."""
+def section_sweep(sweep: dict[str, Any], arm_val_auc: float | None = None) -> list[str]:
+    """The VGG16 recipe sweep (``benchmarks/vgg_sweep.py``): val beside test, per variant.
+
+    ``arm_val_auc`` (the ``vgg16_ft2`` arm's mean val AUC) adds a sentence saying whether any
+    variant beats it on validation, and which variants reach the target on test only.
+    """
     rows = []
+    val_auc: dict[str, float] = {}
+    on_target = []
     for variant, r in sweep.items():
         seeds = r.get("seeds") or []
         cells = []
@@ -570,6 +576,15 @@ def section_sweep(sweep: dict[str, Any]) -> list[str]:
             for key in ("auc", "acc"):
                 st = stat(m[split][key] for m in seeds)
                 cells.append(st.fmt() if st else "–")
+                if st and (split, key) == ("val", "auc"):
+                    val_auc[variant] = st.mean
+        test = [stat(m["test"][k] for m in seeds) for k in ("auc", "acc")]
+        if (
+            all(test)
+            and test[0].mean >= VGG16_TARGET["auc"]
+            and test[1].mean >= VGG16_TARGET["acc"]
+        ):
+            on_target.append(variant)
         changes = ", ".join(f"{k}={v}" for k, v in (r.get("changes") or {}).items()) or "none"
         rows.append([f"`{variant}`", changes, len(seeds), *cells])
     lines = [
@@ -578,10 +593,24 @@ def section_sweep(sweep: dict[str, Any]) -> list[str]:
         "columns are shown so the reader can judge, never to choose.",
         "",
     ]
-    return lines + md_table(
+    lines += md_table(
         ["Variant", "Changes vs vgg16_ft2", "Seeds", "Val AUC", "Val ACC", "Test AUC", "Test ACC"],
         rows,
     )
+    if arm_val_auc is not None and val_auc:
+        top = max(val_auc, key=val_auc.__getitem__)
+        beats = val_auc[top] > arm_val_auc
+        lines += [
+            f"Highest mean val AUC in the sweep: `{top}` ({val_auc[top]:.4f}), "
+            + ("above" if beats else "not above")
+            + f" the `vgg16_ft2` arm's {arm_val_auc:.4f}"
+            + ("." if beats else ", so the arm's recipe stays.")
+            + " Variants that reach the VGG16 target on test: "
+            + (", ".join(f"`{v}`" for v in on_target) if on_target else "none")
+            + ".",
+            "",
+        ]
+    return lines
 
 
 def section_transfer(
@@ -614,7 +643,9 @@ def section_transfer(
         ["Arm", "Fine-tuned blocks", "Input size", "LR", "Val AUC", "Trainable params"], rows
     )
     if sweep:
-        lines += section_sweep(sweep)
+        ft2 = next((a for a in group if a.name == "vgg16_ft2" and a.ran), None)
+        ft2_val = ft2.metric("val", "auc") if ft2 else None
+        lines += section_sweep(sweep, ft2_val.mean if ft2_val else None)
     lines += comparison_table(group, flag)
     chosen = best_by_val(group)
     verdict = target_verdict(

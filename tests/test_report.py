@@ -467,7 +467,11 @@ def test_vgg_sweep_table_in_transfer_section(fake_registry: Path, tmp_path: Path
         "ft5_lr3e-5": {
             "changes": {"fine_tune_blocks": 5, "learning_rate": 3e-5},
             "seeds": [seed(0, 0.80, 0.75), seed(1, 0.82, 0.76), seed(2, 0.84, 0.77)],
-        }
+        },
+        "ft2_ema": {
+            "changes": {"weight_ema": 0.99},
+            "seeds": [seed(0, 0.70, 0.74), seed(1, 0.70, 0.75), seed(2, 0.70, 0.76)],
+        },
     }
     fig_dir = tmp_path / "docs" / "results"
     fig_dir.mkdir(parents=True)
@@ -477,3 +481,12 @@ def test_vgg_sweep_table_in_transfer_section(fake_registry: Path, tmp_path: Path
     assert "fine_tune_blocks=5, learning_rate=3e-05" in row
     assert "0.8200 ± 0.0200" in row and "0.7600 ± 0.0100" in row and "| 3 |" in row
     assert "chosen on the val columns only" in text
+    # vgg16_ft2's val AUC is 0.75 in the fake registry; 0.82 is above it. Only ft5 (test ACC
+    # 0.55, AUC 0.76) reaches 0.755 / 0.545; ft2_ema's test AUC 0.75 does not.
+    assert (
+        "Highest mean val AUC in the sweep: `ft5_lr3e-5` (0.8200), above the `vgg16_ft2` arm's "
+        "0.7500. Variants that reach the VGG16 target on test: `ft5_lr3e-5`." in text
+    )
+    below = "\n".join(report.section_sweep({"ft2_ema": sweep["ft2_ema"]}, arm_val_auc=0.9))
+    assert "`ft2_ema` (0.7000), not above the `vgg16_ft2` arm's 0.9000, so the arm's" in below
+    assert "reach the VGG16 target on test: none." in below
