@@ -6,12 +6,20 @@ mean ± std of val and test AUC/ACC; the choice of recipe must be made on the va
 Results also go to ``docs/results/vgg_sweep.json`` so the report can cite the sweep.
 
     python -m benchmarks.vgg_sweep [--variants ft5_lr3e-5 ...] [--seeds 0 1 2]
+
+A variant that wins on validation becomes an experiment arm with the same config; its seed runs
+are copied into the experiments' staging instead of being trained again (the configs are
+checked equal first), then promoted as usual:
+
+    python -m benchmarks.vgg_sweep --adopt ft2_ema_cosine vgg16_ft2_ema
+    python -m core.experiments promote --arms vgg16_ft2_ema
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -37,6 +45,23 @@ VARIANTS: dict[str, dict] = {
     # of the 120-image val metrics; label smoothing keeps the softmax from overconfident argmaxes.
     "ft2_ema": {"weight_ema": 0.99, "epochs": 60, "patience": 12},
     "ft2_ema_ls": {"weight_ema": 0.99, "label_smoothing": 0.1, "epochs": 60, "patience": 12},
+    # The same average over a full cosine schedule: no early plateau halving, the average of a
+    # well-converged trajectory (patience counts only after epoch 20).
+    "ft2_ema_cosine": {
+        "weight_ema": 0.99,
+        "lr_schedule": "cosine",
+        "epochs": 60,
+        "patience": 20,
+        "min_epochs": 20,
+    },
+    "ft2_ema_ls_cosine": {
+        "weight_ema": 0.99,
+        "label_smoothing": 0.1,
+        "lr_schedule": "cosine",
+        "epochs": 60,
+        "patience": 20,
+        "min_epochs": 20,
+    },
 }
 OUT = Path("docs/results/vgg_sweep.json")
 
@@ -45,6 +70,42 @@ def _config(variant: str, seed: int) -> TrainConfig:
     return TrainConfig(
         **{**BASE, **VARIANTS[variant], "seed": seed, "name": f"{variant}-s{seed}"}
     ).validate()
+
+
+def _sweep_root() -> Path:
+    return trained_models_dir() / ".staging" / "sweep"
+
+
+def adopt(variant: str, arm: str, seeds: Sequence[int] = (0, 1, 2)) -> list[Path]:
+    """Copy a variant's seed runs into the experiments' staging as ``<arm>-s<seed>``.
+
+    Raises:
+        ValueError: the arm's config differs from the variant's in anything but the name.
+        FileNotFoundError: a seed of the variant has not finished.
+        FileExistsError: the arm already has that seed in staging.
+    """
+    from core.experiments import arm_config, staging_dir
+
+    stage = staging_dir()
+    pairs = []
+    for seed in seeds:
+        want, got = arm_config(arm, seed).to_dict(), _config(variant, seed).to_dict()
+        diff = {k: (got[k], want[k]) for k in want if k != "name" and want[k] != got[k]}
+        if diff:
+            raise ValueError(f"arm {arm!r} is not variant {variant!r}: (variant, arm) {diff}")
+        src, dst = _sweep_root() / f"{variant}-s{seed}", stage / f"{arm}-s{seed}"
+        if not (src / "metrics.json").is_file():
+            raise FileNotFoundError(f"{src} has no finished run; train the variant first")
+        if dst.exists():
+            raise FileExistsError(f"{dst} exists; remove it to adopt {src.name} again")
+        pairs.append((src, dst))
+    for src, dst in pairs:
+        shutil.copytree(src, dst)
+        cfg = registry.read_json(dst, "config.json")
+        registry.write_json_atomic(
+            dst / "config.json", {**cfg, "name": dst.name, "adopted_from": f"sweep/{src.name}"}
+        )
+    return [dst for _, dst in pairs]
 
 
 def _ms(values: list[float]) -> str:
@@ -56,10 +117,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument(
+        "--adopt",
+        nargs=2,
+        metavar=("VARIANT", "ARM"),
+        help="copy VARIANT's finished seeds into the experiments' staging as ARM",
+    )
     args = p.parse_args(argv)
+    if args.adopt:
+        try:
+            for path in adopt(*args.adopt, seeds=args.seeds):
+                print(f"adopted {path}")
+        except (ValueError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     from core import training
 
-    root = trained_models_dir() / ".staging" / "sweep"
+    root = _sweep_root()
     root.mkdir(parents=True, exist_ok=True)
     results = json.loads(OUT.read_text()) if OUT.is_file() else {}
     for variant in args.variants:

@@ -56,3 +56,35 @@ def test_vgg_sweep_configs_are_valid_and_table_is_computed(
     # a second call resumes: nothing is retrained
     assert vgg_sweep.main(["--variants", "ft3", "--seeds", "0", "1", "2"]) == 0
     assert len(trained) == 3
+
+
+def test_vgg_sweep_adopt_copies_matching_runs_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from benchmarks import vgg_sweep
+    from core import registry
+
+    monkeypatch.setenv("TRAINED_MODELS_DIR", str(tmp_path / "tm"))
+    # "same" has the vgg16_ft2 arm's config; "ft3" differs in fine_tune_blocks
+    monkeypatch.setitem(vgg_sweep.VARIANTS, "same", {})
+    sweep = tmp_path / "tm" / ".staging" / "sweep"
+    for variant in ("same", "ft3"):
+        for seed in (0, 1):
+            run = sweep / f"{variant}-s{seed}"
+            run.mkdir(parents=True)
+            cfg = vgg_sweep._config(variant, seed).to_dict()
+            registry.write_json_atomic(run / "config.json", cfg)
+            registry.write_json_atomic(run / "metrics.json", {"seed": seed})
+    stage = tmp_path / "tm" / ".staging"
+    assert vgg_sweep.main(["--adopt", "ft3", "vgg16_ft2", "--seeds", "0", "1"]) == 2
+    assert "fine_tune_blocks': (3, 2)" in capsys.readouterr().err
+    assert not (stage / "vgg16_ft2-s0").exists()
+    assert vgg_sweep.main(["--adopt", "same", "vgg16_ft2", "--seeds", "0", "1", "2"]) == 2
+    assert "same-s2 has no finished run" in capsys.readouterr().err
+    assert not (stage / "vgg16_ft2-s0").exists()  # nothing copied when one seed is missing
+    assert vgg_sweep.main(["--adopt", "same", "vgg16_ft2", "--seeds", "0", "1"]) == 0
+    cfg = registry.read_json(stage / "vgg16_ft2-s1", "config.json")
+    assert cfg["name"] == "vgg16_ft2-s1" and cfg["adopted_from"] == "sweep/same-s1"
+    assert registry.read_json(stage / "vgg16_ft2-s1", "metrics.json") == {"seed": 1}
+    assert vgg_sweep.main(["--adopt", "same", "vgg16_ft2", "--seeds", "0"]) == 2
+    assert "exists" in capsys.readouterr().err
