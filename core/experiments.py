@@ -93,6 +93,21 @@ ARMS: dict[str, dict[str, Any]] = {
         "VGG16 fine-tune blocks 4-5, 64 px input",
         **{**_VGG16, "fine_tune_blocks": 2, "input_size": 64},
     ),
+    # The recipe sweep's best variant on validation AUC (benchmarks/vgg_sweep.py, ft2_ema_cosine):
+    # averaged weights over a full cosine schedule. Its seeds are the sweep's runs (--adopt).
+    "vgg16_ft2_ema": _arm(
+        "transfer",
+        "VGG16 fine-tune blocks 4-5, weight EMA, cosine 60 epochs",
+        **{
+            **_VGG16,
+            "fine_tune_blocks": 2,
+            "weight_ema": 0.99,
+            "lr_schedule": "cosine",
+            "epochs": 60,
+            "patience": 20,
+            "min_epochs": 20,
+        },
+    ),
 }
 DEFAULT_SEEDS = (0, 1, 2)
 
