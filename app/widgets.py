@@ -8,10 +8,12 @@ loaders that need a model import ``core.registry``/``core.evaluation`` lazily.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -662,6 +664,20 @@ def occlusion_pictures(
 # --------------------------------------------------------------------------------------------
 
 GROUP_FIELDS = ("model", "augment", "fine_tune_blocks", "size")
+# Runs that share GROUP_FIELDS but differ in one of these are different configurations too; the
+# label names such a field only where it tells two otherwise equal labels apart.
+RECIPE_FIELDS = (
+    "input_size",
+    "learning_rate",
+    "lr_schedule",
+    "weight_ema",
+    "label_smoothing",
+    "class_weights",
+    "epochs",
+    "patience",
+    "min_epochs",
+    "batch_size",
+)
 
 
 def group_label(key: dict[str, Any]) -> str:
@@ -676,6 +692,24 @@ def group_label(key: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
+def _recipe(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The RECIPE_FIELDS of a run's config, a missing field read as TrainConfig's default."""
+    defaults = {f.name: f.default for f in dataclasses.fields(config.TrainConfig)}
+    recipe = {f: cfg.get(f, defaults[f]) for f in RECIPE_FIELDS}
+    if cfg.get("model") == "vgg16" and recipe["input_size"] is None:
+        recipe["input_size"] = max(32, int(cfg.get("size") or 28))  # the effective input side
+    return recipe
+
+
+def _recipe_text(field: str, value: Any) -> str:
+    if field == "input_size":
+        return f"input {value} px"
+    name = field.replace("_", " ")
+    if isinstance(value, bool):
+        return f"{name} {'on' if value else 'off'}"
+    return f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}"
+
+
 def seed_scores(run: dict) -> list[dict[str, Any]]:
     """Test scores of every seed recorded in a run's metrics (at least the run's own)."""
     metrics = run.get("metrics") or {}
@@ -686,7 +720,7 @@ def seed_scores(run: dict) -> list[dict[str, Any]]:
 
 
 def group_runs(all_runs: Sequence[dict], dataset: str) -> list[dict[str, Any]]:
-    """Runs of one dataset grouped by ``GROUP_FIELDS``, with test AUC/ACC mean ± std over seeds.
+    """Runs of one dataset grouped by ``GROUP_FIELDS`` + ``RECIPE_FIELDS``, test AUC/ACC mean ± std.
 
     Seeds are deduplicated by (seed, run) so a run that also appears inside another run's
     ``seeds`` list is counted once.
@@ -704,7 +738,10 @@ def group_runs(all_runs: Sequence[dict], dataset: str) -> list[dict[str, Any]]:
         key["augment"] = bool(key["augment"])
         key["fine_tune_blocks"] = int(key["fine_tune_blocks"] or 0)
         key["size"] = int(key["size"] or 28)
-        entry = groups.setdefault(tuple(key.values()), {"key": key, "runs": [], "scores": {}})
+        key.update(_recipe(cfg))
+        entry = groups.setdefault(
+            json.dumps(key, sort_keys=True), {"key": key, "runs": [], "scores": {}}
+        )
         entry["runs"].append(run["name"])
         for s in seed_scores(run):
             entry["scores"][(s.get("seed"), s.get("run") or run["name"])] = s["test"]
@@ -722,20 +759,48 @@ def group_runs(all_runs: Sequence[dict], dataset: str) -> list[dict[str, Any]]:
             row[f"{metric}_mean"] = float(values.mean()) if values.size else float("nan")
             row[f"{metric}_std"] = float(values.std(ddof=1)) if values.size > 1 else 0.0
         out.append(row)
+    by_label: dict[str, list[dict[str, Any]]] = {}
+    for row in out:
+        by_label.setdefault(row["label"], []).append(row)
+    for rows in by_label.values():
+        # Same base label: each row names the recipe fields where it differs from the most common
+        # value among them, so the usual recipe keeps the short label.
+        usual = {
+            f: Counter(json.dumps(r["key"][f]) for r in rows).most_common(1)[0][0]
+            for f in RECIPE_FIELDS
+        }
+        for row in rows:
+            extra = ", ".join(
+                _recipe_text(f, row["key"][f])
+                for f in RECIPE_FIELDS
+                if json.dumps(row["key"][f]) != usual[f]
+            )
+            row["label"] += f" · {extra}" if extra else ""
     out.sort(key=lambda r: r["label"])
     return out
 
 
 def comparison_chart(groups: Sequence[dict], dataset: str, metric: str, title: str):
-    """Bars of our groups (mean ± std over seeds) beside the published MedMNIST figures."""
+    """Horizontal bars of our groups (mean ± std over seeds) beside the published figures.
+
+    Horizontal, so a long configuration label stays on one readable line.
+    """
     import plotly.graph_objects as go
 
     fig = go.Figure()
     fig.add_bar(
         name="ours (mean ± std over seeds)",
-        x=[f"{g['label']} (n={g['n']})" for g in groups],
-        y=[g[f"{metric}_mean"] for g in groups],
-        error_y=dict(type="data", array=[g[f"{metric}_std"] for g in groups], visible=True),
+        orientation="h",
+        y=[f"{g['label']} (n={g['n']})" for g in groups],
+        x=[g[f"{metric}_mean"] for g in groups],
+        # thin and grey, so the value printed past the bar's end stays readable
+        error_x=dict(
+            type="data",
+            array=[g[f"{metric}_std"] for g in groups],
+            visible=True,
+            color="rgba(0, 0, 0, 0.35)",
+            thickness=1,
+        ),
         marker_color="#1565c0",
         text=[f"{g[f'{metric}_mean']:.3f}" for g in groups],
         textposition="outside",
@@ -744,8 +809,9 @@ def comparison_chart(groups: Sequence[dict], dataset: str, metric: str, title: s
     if published:
         fig.add_bar(
             name="published (MedMNIST v2 / MedMNIST+)",
-            x=[p["method"] for p in published],
-            y=[p[metric] for p in published],
+            orientation="h",
+            y=[p["method"] for p in published],
+            x=[p[metric] for p in published],
             marker_color="#b0bec5",
             text=[f"{p[metric]:.3f}" for p in published],
             textposition="outside",
@@ -758,13 +824,14 @@ def comparison_chart(groups: Sequence[dict], dataset: str, metric: str, title: s
     )
     fig.update_layout(
         title=title,
-        yaxis=dict(
+        xaxis=dict(
             title=f"test {metric.upper()}",
             range=[max(0.0, low - 0.1), min(1.0, max(values) + 0.08)],
         ),
-        height=420,
+        yaxis=dict(autorange="reversed"),  # first configuration on top, as in the table
+        height=max(320, 60 + 34 * (len(groups) + len(published))),
         margin=dict(l=10, r=10, t=50, b=10),
-        legend=dict(orientation="h", y=-0.25),
+        legend=dict(orientation="h", y=-0.12),
         barmode="group",
     )
     return fig

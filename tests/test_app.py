@@ -316,8 +316,8 @@ def test_experiments_compare_groups_and_published(env):
     spec = json.loads(charts[0].proto.spec)
     names = {trace["name"] for trace in spec["data"]}
     assert any(n.startswith("published") for n in names)
-    x_labels = [x for trace in spec["data"] for x in trace["x"]]
-    assert any("aug on" in x for x in x_labels) and any("aug off" in x for x in x_labels)
+    labels = [y for trace in spec["data"] for y in trace["y"]]  # horizontal bars
+    assert any("aug on" in y for y in labels) and any("aug off" in y for y in labels)
     at.radio(key="experiments_metric").set_value("acc").run()
     assert not at.exception
     at.selectbox(key="experiments_dataset").set_value("adrenalmnist3d").run()
@@ -357,3 +357,35 @@ def test_retrain_page_is_wired(env):
         pytest.fail("pages/retrain.py is missing: the Retrain page must be in the navigation")
     at = open_page("retrain")
     assert not at.exception
+
+
+def test_group_runs_separates_recipes_and_labels_what_differs():
+    from app import widgets as w
+
+    def run(name, seed, auc, **cfg):
+        base = {"dataset": "retinamnist", "model": "vgg16", "augment": True, "size": 28}
+        base |= {"fine_tune_blocks": 2}
+        return {
+            "name": name,
+            "config": {**base, **cfg},
+            "metrics": {"seed": seed, "test": {"auc": auc, "acc": 0.5}},
+        }
+
+    runs = [
+        run("old", 0, 0.70),  # an older config: no weight_ema field, input_size unset (32 px)
+        run("new", 1, 0.72, input_size=32, weight_ema=0.0, label_smoothing=0.0),
+        run("third", 2, 0.74, input_size=32),
+        run("ema", 0, 0.80, weight_ema=0.99, lr_schedule="cosine"),
+        run("big", 0, 0.60, input_size=64),
+        run("other-data", 0, 0.9, dataset="breastmnist"),
+    ]
+    groups = {g["label"]: g for g in w.group_runs(runs, "retinamnist")}
+    assert set(groups) == {
+        "vgg16 · fine-tune 2 · aug on",
+        "vgg16 · fine-tune 2 · aug on · lr schedule cosine, weight ema 0.99",
+        "vgg16 · fine-tune 2 · aug on · input 64 px",
+    }
+    usual = groups["vgg16 · fine-tune 2 · aug on"]
+    assert usual["runs"] == ["old", "new", "third"] and usual["n"] == 3
+    assert usual["auc_mean"] == pytest.approx(0.72) and usual["auc_std"] == pytest.approx(0.02)
+    assert groups["vgg16 · fine-tune 2 · aug on · input 64 px"]["runs"] == ["big"]
