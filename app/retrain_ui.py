@@ -21,6 +21,8 @@ DEFAULTS: dict[str, Any] = {
     "batch_size": 32,
     "augment": False,
     "fine_tune_blocks": 0,
+    "weight_ema": 0.0,
+    "label_smoothing": 0.0,
     "seed": 0,
 }
 STATUS_LABELS: dict[str, str] = {
@@ -118,6 +120,24 @@ def retrain_form_ui(
             help="VGG16 only: 0 keeps the ImageNet features frozen; 1 to 5 also trains the "
             "last blocks.",
         )
+        weight_ema = st.number_input(
+            "Weight averaging (EMA momentum)",
+            value=DEFAULTS["weight_ema"],
+            step=0.01,
+            format="%.3f",
+            key="retrain_weight_ema",
+            help="0 = off. E.g. 0.99: validation, early stopping and the saved model use a "
+            "moving average of the weights (about the last 100 steps), which smooths "
+            "epoch-to-epoch swings.",
+        )
+        label_smoothing = st.number_input(
+            "Label smoothing",
+            value=DEFAULTS["label_smoothing"],
+            step=0.05,
+            format="%.2f",
+            key="retrain_label_smoothing",
+            help="0 = off; 0 to 0.99, e.g. 0.1. Single-label datasets only.",
+        )
         seed = st.number_input(
             "Seed",
             value=DEFAULTS["seed"],
@@ -139,6 +159,8 @@ def retrain_form_ui(
         "batch_size": batch_size,
         "augment": bool(augment),
         "fine_tune_blocks": fine_tune_blocks,
+        "weight_ema": float(weight_ema),
+        "label_smoothing": float(label_smoothing),
         "seed": seed,
     }
 

@@ -73,6 +73,8 @@ def fill_form(at: AppTest, **values) -> AppTest:
         "batch_size": ("number_input", "retrain_batch_size"),
         "augment": ("checkbox", "retrain_augment"),
         "fine_tune_blocks": ("number_input", "retrain_fine_tune_blocks"),
+        "weight_ema": ("number_input", "retrain_weight_ema"),
+        "label_smoothing": ("number_input", "retrain_label_smoothing"),
         "seed": ("number_input", "retrain_seed"),
     }
     defaults = {"dataset": "retinamnist", "model": "cnn2d", "epochs": 2, "learning_rate": "1e-3"}
@@ -91,6 +93,8 @@ FORM_KEYS = [
     ("number_input", "retrain_batch_size"),
     ("checkbox", "retrain_augment"),
     ("number_input", "retrain_fine_tune_blocks"),
+    ("number_input", "retrain_weight_ema"),
+    ("number_input", "retrain_label_smoothing"),
     ("number_input", "retrain_seed"),
 ]
 
@@ -118,6 +122,8 @@ BAD_FORM_VALUES = [
     ({"batch_size": 4096}, "batch_size"),
     ({"model": "vgg16", "fine_tune_blocks": 6}, "fine_tune_blocks"),
     ({"fine_tune_blocks": 2}, "fine_tune_blocks"),  # not a VGG16
+    ({"weight_ema": 1.0}, "weight_ema"),
+    ({"label_smoothing": -0.1}, "label_smoothing"),
     ({"seed": -1}, "seed"),
     ({"seed": 2**31}, "seed"),
     ({"model": "cnn3d"}, "model"),  # 2D data, 3D model
@@ -145,6 +151,8 @@ def test_valid_form_queues_a_job_without_training(env, local):
         batch_size=16,
         augment=True,
         fine_tune_blocks=2,
+        weight_ema=0.99,
+        label_smoothing=0.1,
         seed=7,
     )
     assert not at.exception
@@ -159,6 +167,8 @@ def test_valid_form_queues_a_job_without_training(env, local):
         "learning_rate": 0.0005,
         "augment": True,
         "fine_tune_blocks": 2,
+        "weight_ema": 0.99,
+        "label_smoothing": 0.1,
         "seed": 7,
         "size": 28,
     }
