@@ -571,19 +571,16 @@ def section_sweep(sweep: dict[str, Any], arm_val_auc: float | None = None) -> li
     on_target = []
     for variant, r in sweep.items():
         seeds = r.get("seeds") or []
-        cells = []
-        for split in ("val", "test"):
-            for key in ("auc", "acc"):
-                st = stat(m[split][key] for m in seeds)
-                cells.append(st.fmt() if st else "–")
-                if st and (split, key) == ("val", "auc"):
-                    val_auc[variant] = st.mean
-        test = [stat(m["test"][k] for m in seeds) for k in ("auc", "acc")]
-        if (
-            all(test)
-            and test[0].mean >= VGG16_TARGET["auc"]
-            and test[1].mean >= VGG16_TARGET["acc"]
-        ):
+        stats = {
+            (split, key): stat(m[split][key] for m in seeds)
+            for split in ("val", "test")
+            for key in ("auc", "acc")
+        }
+        cells = [st.fmt() if st else "–" for st in stats.values()]
+        if stats["val", "auc"]:
+            val_auc[variant] = stats["val", "auc"].mean
+        auc, acc = stats["test", "auc"], stats["test", "acc"]
+        if auc and acc and auc.mean >= VGG16_TARGET["auc"] and acc.mean >= VGG16_TARGET["acc"]:
             on_target.append(variant)
         changes = ", ".join(f"{k}={v}" for k, v in (r.get("changes") or {}).items()) or "none"
         rows.append([f"`{variant}`", changes, len(seeds), *cells])
