@@ -246,11 +246,20 @@ def test_gradcam_uploads(server, page, case, name, make, expected):
 
 
 def choose(page, key: str, typed: str) -> None:
-    """Pick a selectbox option the way a person does: open it, type to filter, press Enter."""
-    page.locator(f".st-key-{key}").click()
+    """Pick a selectbox option the way a person does: open it, type to filter, click the match.
+
+    Waiting for the filtered option (instead of pressing Enter at once) avoids a race in which
+    Enter picked the first, unfiltered option before the list had caught up with the typing.
+    """
+    box = page.locator(f".st-key-{key}")
+    box.click()
     page.keyboard.type(typed)
-    page.keyboard.press("Enter")
+    option = page.get_by_role("option").filter(has_text=typed).first
+    option.wait_for(timeout=15_000)
+    option.click()
     wait_idle(page)
+    shown = box.locator("input").first.input_value()  # the combobox shows the choice here
+    assert typed in shown, f"{key} shows {shown!r}, not {typed!r}"
 
 
 def test_retrain_job_runs_to_completion(server, page):
