@@ -25,18 +25,54 @@ def _caffe_kernel() -> tuple[np.ndarray, np.ndarray]:
     return kernel, -_BGR_MEANS
 
 
+# Where Keras' own VGG16(weights="imagenet") fetches the no-top weights, and their MD5. Kept here
+# rather than read from tf_keras.applications.vgg16: tf-keras 2.21 no longer exports the constant
+# there (it moved to a private module), which broke every VGG16 run with VGG16_WEIGHTS unset.
+WEIGHTS_FILE_NO_TOP = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+WEIGHTS_URL_NO_TOP = (
+    "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/" + WEIGHTS_FILE_NO_TOP
+)
+WEIGHTS_MD5_NO_TOP = "6d6bbae143d832006294945121d1f1fc"
+
+
+class WeightsUnavailableError(RuntimeError):
+    """The ImageNet VGG16 weights could neither be found locally nor downloaded."""
+
+
 def resolve_weights(weights: str | None) -> str | None:
-    """Path of the no-top ImageNet weights: a local file, Keras' download, or None (random)."""
+    """Path of the no-top ImageNet weights: a local file, Keras' download, or None (random).
+
+    Args:
+        weights: ``"imagenet"`` (download into Keras' cache, ``~/.keras/models``, once; a file
+            already there is reused after its MD5 check), a local ``.h5`` path, or None.
+
+    Returns:
+        A local file path, or None for random initialisation.
+
+    Raises:
+        WeightsUnavailableError: the download failed (no network, a proxy, a bad file); the
+            message names ``VGG16_WEIGHTS`` and the steps to use a local copy.
+    """
     if weights is None:
         return None
-    if weights == "imagenet":
+    if weights != "imagenet":
+        return weights
+    try:
         return keras.utils.get_file(
-            "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
-            keras_vgg16.WEIGHTS_PATH_NO_TOP,
+            WEIGHTS_FILE_NO_TOP,
+            WEIGHTS_URL_NO_TOP,
             cache_subdir="models",
-            file_hash="6d6bbae143d832006294945121d1f1fc",
+            file_hash=WEIGHTS_MD5_NO_TOP,
         )
-    return weights
+    except Exception as exc:  # get_file raises bare Exception for network errors
+        raise WeightsUnavailableError(
+            f"Could not download the ImageNet VGG16 weights ({WEIGHTS_FILE_NO_TOP}) that every "
+            f"VGG16 model needs: {str(exc).strip() or type(exc).__name__}.\n"
+            "  1. Check the internet connection (the file comes from Keras' storage server, "
+            "58.9 MB) and try again, or\n"
+            f"  2. copy {WEIGHTS_FILE_NO_TOP} from a machine that has it (Keras keeps it in "
+            "~/.keras/models/) and set VGG16_WEIGHTS to its full path, then restart."
+        ) from exc
 
 
 def build_vgg16(
