@@ -21,30 +21,31 @@ setup-browser:  ## Debian's Chromium for the real-browser tests (needs root or s
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
 
-run:  ## start the app on http://127.0.0.1:8501
+# `run` and `test` do whatever set-up is missing, so a fresh clone needs only these two commands.
+run: $(BIN)/streamlit  ## start the app on http://127.0.0.1:8501 (sets up .venv first if needed)
 	$(BIN)/streamlit run app/Home.py
 
-lint:
+lint: $(BIN)/streamlit
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-format:
+format: $(BIN)/streamlit
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint  ## lint + the whole suite (slow and browser tests included)
+test: lint setup-browser  ## lint + the whole suite (slow and browser tests included)
 	$(BIN)/python -m pytest -q --timeout=900
 
-test-fast: ## skip training/browser tests while iterating
+test-fast: $(BIN)/streamlit  ## skip training/browser tests while iterating
 	$(BIN)/python -m pytest -q -m "not slow and not browser"
 
-reproduce:  ## rerun every experiment from nothing and regenerate docs/RESULTS.md
+reproduce: $(BIN)/streamlit  ## rerun every experiment from nothing and regenerate docs/RESULTS.md
 	$(BIN)/python -m benchmarks.reproduce
 
-report:
+report: $(BIN)/streamlit
 	$(BIN)/python -m benchmarks.report
 
-benchmark:
+benchmark: $(BIN)/streamlit
 	$(BIN)/python -m benchmarks.run
 
 clean:
