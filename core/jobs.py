@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import dataclasses
 import fcntl
 import json
 import math
@@ -42,27 +41,23 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from core import config
+from core.job_params import (  # noqa: F401 - re-exported: core.jobs is the public entry point
+    MODELS_2D,
+    MODELS_3D,
+    UI_LIMITS,
+    InvalidParamsError,
+    ParamCheck,
+    check_params,
+)
 
 STATUSES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
 ACTIVE_STATUSES: frozenset[str] = frozenset({"queued", "running"})
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
-
-# Limits of the Retrain form. Wider values are legal for TrainConfig (CLI users may want them),
-# but a job launched from a shared app must finish in reasonable time on a CPU box.
-UI_LIMITS: dict[str, tuple[float, float]] = {
-    "epochs": (1, 300),
-    "learning_rate": (1e-6, 1.0),
-    "batch_size": (1, 1024),
-    "fine_tune_blocks": (0, config.VGG16_BLOCKS),
-    "seed": (0, 2**31 - 1),
-}
-MODELS_3D: frozenset[str] = frozenset({"cnn3d", "resnet"})
-MODELS_2D: frozenset[str] = frozenset({"cnn2d", "vgg16", "resnet"})
 
 LOG_MAX_CHARS = 200_000  # keep the tail: a runaway log must not bloat the DB the UI polls
 HEARTBEAT_S = 2.0
@@ -70,130 +65,6 @@ HEARTBEAT_STALE_S = 30.0
 CANCEL_GRACE_S = 15.0  # a child that ignores the cancel flag this long is killed
 STOP_GRACE_S = 10.0
 WORKER_DIED_MESSAGE = "worker died mid-run"
-
-
-# --------------------------------------------------------------------------------------------
-# Parameters
-# --------------------------------------------------------------------------------------------
-
-
-class InvalidParamsError(ValueError):
-    """Job parameters that failed validation; ``errors`` lists one message per problem."""
-
-    def __init__(self, errors: list[str]):
-        super().__init__("; ".join(errors))
-        self.errors = list(errors)
-
-
-@dataclass(frozen=True)
-class ParamCheck:
-    """Result of :func:`check_params`.
-
-    Attributes:
-        config: the validated ``TrainConfig`` (None when there are errors).
-        errors: one message per invalid field, naming the field and the value received.
-        warnings: things the user should know that do not block the job (e.g. a download).
-    """
-
-    config: config.TrainConfig | None
-    errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.config is not None and not self.errors
-
-
-def _int_in(errors: list[str], params: Mapping[str, Any], name: str) -> None:
-    if name not in params:
-        return
-    lo, hi = UI_LIMITS[name]
-    value = params[name]
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        errors.append(f"{name} must be an integer in {int(lo)}..{int(hi)}, got {value!r}")
-
-
-def check_params(params: Mapping[str, Any]) -> ParamCheck:
-    """Validate job parameters against the Retrain form's limits and ``TrainConfig``.
-
-    Args:
-        params: ``TrainConfig`` fields (``dataset`` and ``model`` required), as the form sends
-            them: ``epochs``, ``learning_rate``, ``batch_size``, ``augment``,
-            ``fine_tune_blocks``, ``seed``, ``size`` ...
-
-    Returns:
-        A :class:`ParamCheck`; every problem is reported, not just the first.
-    """
-    from core import data, info
-
-    errors: list[str] = []
-    warnings: list[str] = []
-    if not isinstance(params, Mapping):
-        return ParamCheck(None, [f"parameters must be a mapping, got {type(params).__name__}"])
-    known = {f.name for f in dataclasses.fields(config.TrainConfig)}
-    for key in params:
-        if key not in known:
-            errors.append(f"unknown parameter {key!r}; known: {', '.join(sorted(known))}")
-
-    dataset = params.get("dataset")
-    model = params.get("model")
-    dataset_ok = isinstance(dataset, str) and dataset in info.INFO
-    if not dataset_ok:
-        errors.append(f"dataset must be one of {', '.join(info.FLAGS)}, got {dataset!r}")
-    if model not in config.MODEL_FAMILIES:
-        errors.append(f"model must be one of {', '.join(config.MODEL_FAMILIES)}, got {model!r}")
-    elif dataset_ok:
-        if info.is_3d(dataset) and model not in MODELS_3D:
-            errors.append(
-                f"model {model!r} is 2D and cannot train on the 3D dataset "
-                f"{dataset!r}; choose one of {', '.join(sorted(MODELS_3D))}"
-            )
-        if not info.is_3d(dataset) and model not in MODELS_2D:
-            errors.append(
-                f"model {model!r} needs a 3D dataset; {dataset!r} is 2D; choose one "
-                f"of {', '.join(sorted(MODELS_2D))}"
-            )
-
-    size = params.get("size", 28)
-    if dataset_ok and (isinstance(size, bool) or size not in info.sizes(dataset)):
-        errors.append(f"size must be one of {info.sizes(dataset)} for {dataset}, got {size!r}")
-
-    for name in ("epochs", "batch_size", "fine_tune_blocks", "seed"):
-        _int_in(errors, params, name)
-    blocks_ok = not any(e.startswith("fine_tune_blocks") for e in errors)
-    if blocks_ok and params.get("fine_tune_blocks") and model != "vgg16":
-        errors.append(
-            f"fine_tune_blocks only applies to model 'vgg16'; got "
-            f"{params['fine_tune_blocks']!r} with model {model!r} (use 0)"
-        )
-    if "learning_rate" in params:
-        lo, hi = UI_LIMITS["learning_rate"]
-        lr = params["learning_rate"]
-        if (
-            isinstance(lr, bool)
-            or not isinstance(lr, int | float)
-            or not math.isfinite(lr)
-            or not lo <= lr <= hi
-        ):
-            errors.append(f"learning_rate must be a number in {lo:g}..{hi:g}, got {lr!r}")
-    if "augment" in params and not isinstance(params["augment"], bool):
-        errors.append(f"augment must be true or false, got {params['augment']!r}")
-
-    if errors:
-        return ParamCheck(None, errors, warnings)
-    try:
-        cfg = config.TrainConfig.from_dict(dict(params)).validate()
-    except (ValueError, TypeError) as exc:
-        return ParamCheck(None, [str(exc)], warnings)
-
-    path = data.file_path(cfg.dataset, cfg.size)
-    if not path.is_file():
-        # sizes() only lists files MedMNIST publishes a URL for, so the worker can fetch it.
-        warnings.append(
-            f"{path.name} is not in {path.parent} yet: the worker will download it "
-            f"from {info.url(cfg.dataset, cfg.size)} (needs internet access)."
-        )
-    return ParamCheck(cfg, errors, warnings)
 
 
 # --------------------------------------------------------------------------------------------
