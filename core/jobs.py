@@ -161,6 +161,20 @@ _JOB_COLUMNS = (
 )
 
 
+class JobStoreError(sqlite3.DatabaseError, RuntimeError):
+    """The job database file is not a SQLite database, is damaged or cannot be opened.
+
+    A ``sqlite3.DatabaseError`` (so callers that catch sqlite errors keep working) and a
+    ``RuntimeError`` (so ``core.cli`` prints it as one ``error:`` line, exit status 2).
+    """
+
+
+# sqlite result codes meaning "this file cannot be the queue", as opposed to a busy database
+_UNUSABLE_FILE_ERRORS = frozenset(
+    {"SQLITE_NOTADB", "SQLITE_CORRUPT", "SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_IOERR"}
+)
+
+
 def _finite_or_none(value: Any) -> float | None:
     try:
         number = float(value)
@@ -186,20 +200,50 @@ class JobStore:
     def _connect(self) -> Iterator[sqlite3.Connection]:
         if not self._initialised:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        try:
+            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._open_error(exc) from exc
         try:
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA busy_timeout = 30000")
             conn.execute("PRAGMA foreign_keys = ON")
             if not self._initialised:
-                # WAL lets the app read while the worker writes; it is a property of the file,
-                # so setting it once per process is enough.
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.executescript(_SCHEMA)
+                try:
+                    # WAL lets the app read while the worker writes; it is a property of the
+                    # file, so setting it once per process is enough. This is the first read
+                    # of the file: a file that is not SQLite fails here, before any write.
+                    conn.execute("PRAGMA journal_mode = WAL")
+                    conn.executescript(_SCHEMA)
+                except sqlite3.Error as exc:
+                    raise self._open_error(exc) from exc
                 self._initialised = True
             yield conn
         finally:
             conn.close()
+
+    def _open_error(self, exc: sqlite3.Error) -> sqlite3.Error:
+        """A :class:`JobStoreError` naming the file when it cannot be opened as the queue."""
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        if not any(name == c or name.startswith(c + "_") for c in _UNUSABLE_FILE_ERRORS):
+            return exc  # e.g. "database is locked": transient, keep sqlite's own error
+        return JobStoreError(
+            f"the job database {self.path.absolute()} cannot be used ({exc}). "
+            "1. Check that --db / JOBS_DB names the job queue (default var/jobs.sqlite), "
+            "not another file. "
+            "2. If it is the job queue and it is damaged, stop the app and the worker, move "
+            "the file aside (its queued jobs are lost) and start again: a new queue is created. "
+            "The file was left untouched."
+        )
+
+    def check(self) -> None:
+        """Open the database once, so a bad file is reported before anything else happens.
+
+        Raises:
+            JobStoreError: the file is not a SQLite database, is damaged or cannot be opened.
+        """
+        with self._connect():
+            pass
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -876,6 +920,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--db", dest="db_sub", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     store = JobStore(getattr(args, "db_sub", None) or args.db)
+    store.check()  # a file that is not the queue: one clear error before any lock or log file
 
     if args.command == "worker":
         return Worker(store, poll_s=args.poll).run(
@@ -899,4 +944,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from core import cli
+
+    raise SystemExit(cli.run(main))

@@ -550,3 +550,44 @@ def test_killed_worker_fails_its_job_and_restart_keeps_the_queue(store, job_env,
     new = {k: v for k, v in now.items() if k not in before}
     assert {k: now[k] for k in before} == before  # the existing run is byte-identical
     assert {Path(k).parts[0] for k in new} == {after.run_name}  # plus exactly the new run
+
+
+# ---------------------------------------------------------------------------------------------
+# a --db file that is not SQLite (issue 17 #9)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_store_on_a_file_that_is_not_sqlite_names_it_and_leaves_it_alone(tmp_path):
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"x\n")
+    store = jobs.JobStore(bad)
+    with pytest.raises(jobs.JobStoreError, match="not a database") as err:
+        store.list()
+    assert str(bad) in str(err.value) and "1." in str(err.value) and "2." in str(err.value)
+    assert isinstance(err.value, RuntimeError)  # core.cli prints it as one line
+    import sqlite3
+
+    assert isinstance(err.value, sqlite3.Error)  # the Retrain page's sqlite handler shows it
+    assert bad.read_bytes() == b"x\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.db"]
+
+
+@pytest.mark.parametrize("command", [["list"], ["worker", "--once"], ["cancel", "1"]])
+def test_cli_on_a_file_that_is_not_sqlite_prints_one_error_line(tmp_path, command):
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"x\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "core.jobs", *command, "--db", str(bad)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert str(bad) in lines[0] and "not a database" in lines[0] and "1." in lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+    assert bad.read_bytes() == b"x\n"  # never modified or deleted
+    # no lock or worker log was created next to it: the check runs first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.db"]
