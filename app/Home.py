@@ -20,7 +20,7 @@ if str(ROOT) not in sys.path:
 import streamlit as st  # noqa: E402
 
 from app import widgets as w  # noqa: E402
-from core import config, info  # noqa: E402
+from core import catalog, config, info  # noqa: E402
 
 st.set_page_config(
     page_title="MedMNIST clinical review",
@@ -52,25 +52,63 @@ def _worker_status() -> None:
         )
 
 
-def _model_card(run: dict) -> None:
+def _score_metrics(flag: str, metrics: dict) -> None:
+    """Test AUC/ACC as mean ± std over seeds, with the difference to the best published figure.
+
+    One seed's score is not the configuration's score (RetinaMNIST seeds differ by up to 0.05
+    AUC), so the mean leads and the opened model's own score follows in a caption.
+    """
+    best = info.best_published(flag)
+    cols = st.columns(2)
+    for col, metric in zip(cols, ("auc", "acc"), strict=True):
+        score = catalog.seed_summary(metrics, metric)
+        name = metric.upper()
+        if score is None:
+            col.metric(f"Test {name}", "–")
+            continue
+        if score["n"] > 1:
+            label = f"Test {name}, {score['n']} seeds"
+            value = f"{score['mean']:.3f} ± {score['std']:.3f}"
+        else:
+            label, value = f"Test {name}, 1 seed", f"{score['mean']:.3f}"
+        if best:
+            ref, method = best[metric]
+            col.metric(
+                label,
+                value,
+                delta=f"{score['mean'] - ref:+.3f} vs {ref:.3f}",
+                help=f"Mean over seeds minus the best published figure: {ref:.3f} ({method}), "
+                "MedMNIST v2 / MedMNIST+.",
+            )
+        else:
+            col.metric(label, value, help="MedMNIST publishes no benchmark for this dataset.")
+    test = metrics.get("test") or {}
+    seeds = metrics.get("seeds") or []
+    if len(seeds) > 1 and all(isinstance(test.get(m), int | float) for m in ("auc", "acc")):
+        rule = (metrics.get("summary") or {}).get("reference_rule", "")
+        st.caption(
+            f"The model this card opens is seed {metrics.get('seed', '?')}"
+            + (f" ({rule})" if rule else "")
+            + f": test AUC {test['auc']:.3f}, ACC {test['acc']:.3f}."
+        )
+
+
+def _model_card(run: dict, description: str) -> None:
     cfg, metrics = run["config"], run["metrics"]
     flag = w.run_dataset(run)
+    reference = catalog.status(run) == catalog.REFERENCE
+    badge = (
+        ":green-badge[reference]"
+        if reference
+        else ":orange-badge[experimental: not promoted by a researcher]"
+    )
     with st.container(border=True):
-        st.markdown(f"**{w.dataset_title(flag)}** · `{cfg.get('model', '?')}`")
+        st.markdown(f"**{w.dataset_title(flag)}** · `{cfg.get('model', '?')}` {badge}")
         st.caption(
-            f"{w.run_variant(run)} · {w.size_title(flag, w.run_size(run))} · "
+            f"{description} · {w.size_title(flag, w.run_size(run))} images · "
             f"trained {str(metrics.get('created', '?'))[:16].replace('T', ' ')} · `{run['name']}`"
         )
-        w.metric_vs_published(flag, metrics.get("test") or {})
-        summary = metrics.get("summary") or {}
-        n_seeds = len(metrics.get("seeds") or [])
-        if n_seeds > 1 and "test_auc_mean" in summary:
-            st.caption(
-                f"Over {n_seeds} seeds: AUC {summary['test_auc_mean']:.3f} ± "
-                f"{summary.get('test_auc_std', 0.0):.3f}, ACC "
-                f"{summary.get('test_acc_mean', float('nan')):.3f} ± "
-                f"{summary.get('test_acc_std', 0.0):.3f}"
-            )
+        _score_metrics(flag, metrics)
         if flag == "chestmnist":
             st.caption(
                 "ChestMNIST ACC is dominated by the label prior (a model that predicts no "
@@ -102,13 +140,17 @@ def _models_section(all_runs: list[dict]) -> None:
     )
     shown = [r for r in all_runs if w.run_dataset(r) in chosen]
     st.caption(
-        f"{len(shown)} of {len(all_runs)} runs. Deltas compare with the best published "
-        "MedMNIST test figure for the dataset (hover for the method)."
+        f"{len(shown)} of {len(all_runs)} runs: reference runs first (best validation AUC "
+        "first), then experimental runs (Retrain jobs, `core.train`) until a researcher "
+        "promotes them with `python -m core.catalog promote RUN`. Scores are the mean ± std "
+        "over seeds; deltas compare that mean with the best published MedMNIST test figure "
+        "for the dataset (hover for the method)."
     )
+    descriptions = catalog.describe_runs(all_runs)
     cols = st.columns(3)
     for i, run in enumerate(shown):
         with cols[i % 3], w.guard(f"showing the card of {run['name']}"):
-            _model_card(run)
+            _model_card(run, descriptions.get(run["name"], w.run_variant(run)))
 
 
 def _download_section(rows: list[dict]) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
+from app import state
 from core import config, info
 
 log = logging.getLogger("medmnist_review.app")
@@ -108,11 +109,14 @@ def read_json(path: str | Path) -> Any:
 
 @st.cache_data(ttl=5, show_spinner=False)
 def runs(root: str | None = None) -> list[dict[str, Any]]:
-    """Every run in the registry, newest first (cheap: JSON only, no TensorFlow).
+    """Every run in the registry, the default first (cheap: JSON only, no TensorFlow).
 
-    A short TTL lets a run finished by a background job appear without a server restart.
+    Order (``core.catalog.order_runs``): reference runs by validation AUC, then experimental
+    runs newest first, so a fresh job never becomes a page's default. Each run gets its
+    ``status`` ("reference"/"experimental"). A short TTL lets a run finished by a background
+    job appear without a server restart.
     """
-    from core import registry
+    from core import catalog, registry
 
     out = []
     for run in registry.list_runs(root):
@@ -120,9 +124,9 @@ def runs(root: str | None = None) -> list[dict[str, Any]]:
         run["path"] = str(run["path"])
         run.setdefault("config", {})
         run.setdefault("metrics", {})
+        run["status"] = catalog.status(run)
         out.append(run)
-    out.sort(key=lambda r: str(r["metrics"].get("created") or ""), reverse=True)
-    return out
+    return catalog.order_runs(out)
 
 
 @st.cache_data(ttl=30, show_spinner=False, max_entries=64)
@@ -157,7 +161,12 @@ def run_label(run: dict) -> str:
     test = (run["metrics"].get("test") or {}) if run.get("metrics") else {}
     auc = test.get("auc")
     score = f" · test AUC {auc:.3f}" if isinstance(auc, int | float) else ""
-    return f"{run['name']} ({run_dataset(run)}, {run['config'].get('model', '?')}){score}"
+    # a run a researcher has not promoted must never pass for a reference model
+    from core import catalog
+
+    status = run.get("status") or catalog.status(run)
+    mark = " · experimental" if status == catalog.EXPERIMENTAL else ""
+    return f"{run['name']} ({run_dataset(run)}, {run['config'].get('model', '?')}){score}{mark}"
 
 
 def run_picker_ui(
@@ -179,7 +188,7 @@ def run_picker_ui(
         dataset: Only runs trained on this dataset.
         three_d: Only 3D (True) or 2D (False) runs; None for both.
         container: Where to draw (``st`` or ``st.sidebar``).
-        optional: Offer "No model" as the last choice (the newest run stays the default).
+        optional: Offer "No model" as the last choice (the first run stays the default).
 
     Returns:
         The chosen run dict, or None when no run matches or "No model" is chosen.
@@ -198,8 +207,8 @@ def run_picker_ui(
     wanted = st.query_params.get("run")
     if key not in st.session_state and wanted is not None and wanted in names:
         st.session_state[key] = wanted
-    if key in st.session_state and st.session_state[key] not in names:
-        del st.session_state[key]
+    # the list depends on the dataset filter: a new filter re-sets the choice (app.state)
+    state.follow(key, names, names[0], parent=(dataset, three_d))
     by_name = {r["name"]: r for r in choices}
     name = container.selectbox(
         label,
@@ -256,6 +265,8 @@ def dataset_picker_ui(
     flags = sorted({flag for flag, _ in options})
     flag = container.selectbox("Dataset", flags, key=f"{key}_flag", format_func=dataset_title)
     sizes = sorted(size for f, size in options if f == flag)
+    # the same size has another label on another dataset ("28³ voxels" vs "28×28 px")
+    state.follow(f"{key}_size", sizes, sizes[0], parent=flag)
     size = container.selectbox(
         "Image size", sizes, key=f"{key}_size", format_func=lambda s: size_title(flag, s)
     )
@@ -274,13 +285,9 @@ def size_title(flag: str, size: int) -> str:
 
 
 def split_ui(*, key: str, container: Any = st, default: str = "test") -> str:
-    return container.radio(
-        "Split",
-        list(info.SPLITS),
-        index=list(info.SPLITS).index(default),
-        key=key,
-        horizontal=True,
-    )
+    # the default goes through Session State like a link's ?split= does: one way only
+    state.follow(key, info.SPLITS, default)
+    return container.radio("Split", list(info.SPLITS), key=key, horizontal=True)
 
 
 @st.cache_data(max_entries=6, show_spinner="Loading images…")
@@ -515,14 +522,23 @@ def probabilities(run_path: str, x: np.ndarray) -> np.ndarray:
 
 
 def class_picker_ui(
-    labels: Sequence[str], probs: np.ndarray, *, key: str, container: Any = st
+    labels: Sequence[str], probs: np.ndarray, *, key: str, context: Any, container: Any = st
 ) -> int:
-    """Target class for the heatmap; the default is the predicted (most probable) class."""
+    """Target class for the heatmap; the predicted (most probable) class of each new input.
+
+    Args:
+        labels: Class names of the run's dataset.
+        probs: The run's probabilities for this input.
+        key: Widget key.
+        context: What ``probs`` belong to, e.g. ``(run path, split, index)``: a new context
+            starts again at its predicted class, so a class picked for one sample or model
+            never carries over to the next.
+        container: Where to draw.
+    """
     options = list(range(len(probs)))
     names = list(labels) if len(labels) == len(probs) else [str(i) for i in options]
     predicted = int(np.argmax(probs))
-    if st.session_state.get(key) not in options:
-        st.session_state[key] = predicted
+    state.follow(key, options, predicted, parent=context, keep_valid=False)
     return int(
         container.selectbox(
             "Target class",
