@@ -113,10 +113,34 @@ def is_multilabel(flag: str) -> bool:
     return task(flag).startswith("multi-label")
 
 
+# INFO names RetinaMNIST's classes "0".."4": they are the grades of the international diabetic
+# retinopathy scale (DeepDRiD), which a clinician reads by name. Every page and report takes
+# class names from label_names(), so they are named once, here.
+_DISPLAY_NAMES: dict[str, tuple[str, ...]] = {
+    "retinamnist": ("No DR", "Mild", "Moderate", "Severe NPDR", "Proliferative DR"),
+}
+
+
 def label_names(flag: str) -> list[str]:
-    """Class (or label) names ordered by index, as INFO gives them."""
+    """Class (or label) names ordered by index: INFO's, or the clinical names where INFO gives
+    bare numbers (RetinaMNIST: the diabetic retinopathy grades)."""
     labels = dataset_info(flag)["label"]
-    return [labels[str(i)] for i in range(len(labels))]
+    names = [labels[str(i)] for i in range(len(labels))]
+    display = _DISPLAY_NAMES.get(flag)
+    return list(display) if display and len(display) == len(names) else names
+
+
+def display_label(flag: str, stored: str) -> str:
+    """The display name of a class name stored in an older run's files (e.g. RetinaMNIST "2"
+    → "Moderate"); any other name is returned unchanged.
+
+    Runs saved before the grades had names keep INFO's bare numbers in their ``config.json``
+    and ``evaluation.json`` (labels, ROC curves, per-class rows).
+    """
+    labels = dataset_info(flag)["label"]
+    raw = [labels[str(i)] for i in range(len(labels))]
+    text = str(stored)
+    return label_names(flag)[raw.index(text)] if text in raw else text
 
 
 def num_classes(flag: str) -> int:
