@@ -46,18 +46,21 @@ with left, w.guard("drawing the size vs accuracy chart"):
     metric = st.radio(
         "Metric", ["auc", "acc"], key="quant_metric", horizontal=True, format_func=str.upper
     )
+    # Modes of nearly equal size and score (dynamic vs int8: 14.93 vs 14.98 MB) would print
+    # their names on top of each other, so each mode gets its own marker and a legend entry.
     fig = go.Figure()
-    for row in rows:
+    symbols = ("circle", "square", "diamond", "triangle-up", "x", "star", "cross", "hexagon")
+    for i, row in enumerate(rows):
         if row.get(metric) is None or row.get("size_bytes") is None:
             continue
         fig.add_scatter(
             x=[row["size_bytes"] / 1e6],
             y=[row[metric]],
-            mode="markers+text",
-            text=[row["mode"]],
-            textposition="top center",
-            marker=dict(size=14),
+            mode="markers",
+            marker=dict(size=14, symbol=symbols[i % len(symbols)], line=dict(width=1)),
             name=row["mode"],
+            hovertemplate=f"<b>{row['mode']}</b><br>%{{x:.2f}} MB<br>{metric.upper()} "
+            "%{y:.4f}<extra></extra>",
         )
     points = [r for r in rows if r.get(metric) is not None and r.get("size_bytes") is not None]
     if points:
@@ -71,7 +74,8 @@ with left, w.guard("drawing the size vs accuracy chart"):
         xaxis_title="size (MB)",
         yaxis_title=f"test {metric.upper()}",
         height=400,
-        showlegend=False,
+        showlegend=True,
+        legend=dict(orientation="h", y=-0.2, title_text="mode"),
         margin=dict(l=10, r=10, t=50, b=10),
     )
     st.plotly_chart(fig, key="quant_scatter")
@@ -106,16 +110,16 @@ with right, w.guard("drawing the latency chart"):
     st.plotly_chart(fig, key="quant_latency")
 
 st.subheader("Per-mode table")
+table["size_mb"] = table["size_bytes"].astype(float) / 1e6  # 59401768 → 59.40 MB
 columns = {
     "mode": "mode",
-    "size_bytes": "size (bytes)",
+    "size_mb": "size (MB)",
     "auc": "test AUC",
     "acc": "test ACC",
     "latency_ms": "latency (ms)",
     "float_latency_ms": "float latency (ms)",
     "agreement": "prediction agreement with float",
     "occlusion_corr": "occlusion-map correlation with float",
-    "notes": "notes",
 }
 shown = table[[c for c in columns if c in table.columns]].rename(columns=columns)
 st.dataframe(
@@ -123,11 +127,20 @@ st.dataframe(
     hide_index=True,
     key="quant_table",
     column_config={
+        "size (MB)": st.column_config.NumberColumn(format="%.2f MB"),
         "prediction agreement with float": st.column_config.ProgressColumn(
             format="percent", min_value=0.0, max_value=1.0
         ),
     },
 )
+# Notes are sentences (conversion details, failures); a table cell would cut them off.
+notes = [(r["mode"], str(r.get("notes") or "").strip()) for r in rows]
+if any(text for _, text in notes):
+    st.markdown("**Notes per mode**")
+    for mode, text in notes:
+        if text:
+            items = [part.strip() for part in text.split("; ") if part.strip()]
+            st.markdown(f"- **{mode}**: " + "; ".join(items))
 st.caption(
     "Prediction agreement: share of test samples where the quantized model predicts the same "
     "class as the float model. Occlusion-map correlation: Pearson correlation of the two "
