@@ -295,6 +295,9 @@ def job_progress_ui(job: Any, progress: Sequence[Mapping[str, Any]], can_cancel:
     Returns:
         True when Cancel was clicked on this run.
     """
+    from core.joblog import split_log
+
+    log_view = split_log(job.log or "")
     params = job.params
     st.subheader(f"Job #{job.id}: {params.get('dataset')} / {params.get('model')}")
     st.caption(
@@ -319,13 +322,23 @@ def job_progress_ui(job: Any, progress: Sequence[Mapping[str, Any]], can_cancel:
     elif job.status == "succeeded":
         st.success(
             f"Finished: saved as run **{job.run_name}**. It now appears with the other "
-            "models on the Experiments, Grad-CAM and Home pages."
+            "models on the Experiments, Grad-CAM and Home pages, marked *experimental*: pages "
+            "keep opening on the reference runs until a researcher promotes it with "
+            f"`python -m core.catalog promote {job.run_name}`."
         )
         run_link_ui(job.run_name)
     elif job.status == "failed":
+        # the error itself, plainly; the Python traceback waits in "Technical details"
+        reason = log_view.error or job.error or "no reason recorded"
         st.error(
-            f"Failed: {job.error or 'no reason recorded'}. Nothing was saved to the model "
-            "registry; the log below shows what happened."
+            "  \n".join(
+                [
+                    "**Failed:** " + reason.splitlines()[0],
+                    *reason.splitlines()[1:],
+                    "Nothing was saved to the model registry.",
+                ]
+            ),
+            icon=":material/error:",
         )
     elif job.status == "cancelled":
         st.warning("Cancelled. Nothing was saved to the model registry.")
@@ -351,9 +364,12 @@ def job_progress_ui(job: Any, progress: Sequence[Mapping[str, Any]], can_cancel:
             "Loading data and building the model; the first epoch's numbers appear when it ends."
         )
 
-    lines = (job.log or "").rstrip().splitlines()
-    with st.expander(f"Log (last {LOG_TAIL_LINES} lines)", expanded=job.status == "failed"):
+    lines = log_view.text.rstrip().splitlines()
+    with st.expander(f"Log (last {LOG_TAIL_LINES} lines)"):
         st.code("\n".join(lines[-LOG_TAIL_LINES:]) or "(empty)", language="text")
+    if log_view.details:
+        with st.expander("Technical details (Python traceback, for developers)"):
+            st.code(log_view.details, language="text")
 
     if can_cancel and job.status in ("queued", "running"):
         return st.button(
@@ -375,6 +391,7 @@ def run_link_ui(run_name: str | None) -> None:
                 target,
                 label=f"Compare {run_name} on the Experiments page",
                 icon=":material/insights:",
+                query_params={"run": run_name},  # opens on this run, not the default one
             )
             return
         except Exception:  # noqa: BLE001 - page not registered (standalone page, tests)
