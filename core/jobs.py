@@ -661,6 +661,23 @@ class Worker:
             except sqlite3.Error as exc:  # a locked DB for 30 s: report and keep beating
                 print(f"[worker] heartbeat failed: {exc}", flush=True)
 
+    def clean_scratch(self) -> list[str]:
+        """Remove scratch folders of saves killed mid-way (never those of a live save).
+
+        Returns:
+            The names removed; a registry that cannot be read is reported, not raised.
+        """
+        from core import registry
+
+        try:
+            removed = registry.clean_scratch()
+        except OSError as exc:
+            print(f"[worker] could not clean scratch folders: {exc}", flush=True)
+            return []
+        if removed:
+            print(f"[worker] removed scratch of interrupted saves: {removed}", flush=True)
+        return removed
+
     def run(self, once: bool = False, drain: bool = False, wait_lock: bool = False) -> int:
         """Process jobs until stopped (or after one job / an empty queue).
 
@@ -680,6 +697,7 @@ class Worker:
             orphans = self.store.requeue_orphans()  # we hold the lock: no other worker lives
             if orphans:
                 print(f"[worker] marked orphaned jobs {orphans} failed", flush=True)
+            self.clean_scratch()
             self.store.heartbeat(self.id, self.pid, self.host)
             beat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
             beat.start()
@@ -704,6 +722,7 @@ class Worker:
                     with self._beat_lock:
                         self._current = None
                         self.store.heartbeat(self.id, self.pid, self.host, None)
+                    self.clean_scratch()  # a child killed while saving left its scratch folder
                 if once:
                     break
         finally:

@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from core import config
+from core import config, scratch_dirs
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 MODEL_FILE = "model.keras"
@@ -197,7 +197,8 @@ def save_run(
     final = base / name
     if final.exists():
         raise RegistryError(f"run {name!r} already exists in {base}; choose another name")
-    scratch = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=base))
+    # the saver's pid in the name: clean_scratch never removes the folder of a live save
+    scratch = Path(tempfile.mkdtemp(prefix=scratch_dirs.scratch_prefix(name), dir=base))
     os.chmod(scratch, 0o755)
     try:
         if lean:
@@ -237,15 +238,16 @@ def _save_without_optimizer(model: Any, path: Path) -> None:
     clone.save(path)
 
 
-def clean_scratch(root: str | os.PathLike | None = None) -> list[str]:
-    """Remove scratch directories left by interrupted saves; return their names."""
-    base = root_dir(root)
-    removed = []
-    if base.is_dir():
-        for path in base.glob(".tmp-*"):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path.name)
-    return removed
+def clean_scratch(
+    root: str | os.PathLike | None = None, max_age_s: float = scratch_dirs.MAX_AGE_S
+) -> list[str]:
+    """Remove scratch directories left by interrupted saves; return their names.
+
+    A folder whose save may still be running is kept: its process (recorded in the name) is
+    alive on this machine, or it was written to within ``max_age_s`` (see core.scratch_dirs).
+    The worker and ``python -m core.train`` call this when they start.
+    """
+    return scratch_dirs.clean_stale(root_dir(root), max_age_s)
 
 
 def trained_layer_names(model: Any) -> list[str]:

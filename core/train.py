@@ -77,6 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from core import data, registry, training
     from core.data import DataError
 
+    # a save killed mid-way (kill -9) leaves a scratch folder; those of live saves are kept
+    for leftover in registry.clean_scratch(args.output):
+        print(f"note: removed {leftover}, left by an interrupted save", file=sys.stderr)
     if cfg.name and (registry.root_dir(args.output) / cfg.name).exists():
         print(
             f"error: run {cfg.name!r} already exists in {registry.root_dir(args.output)}; "
