@@ -86,13 +86,28 @@ def md5sum(path: Path) -> str:
     return value
 
 
-def _unavailable(flag: str, size: int, path: Path, reason: str) -> DatasetUnavailableError:
+def _unavailable(
+    flag: str, size: int, path: Path, reason: str, downloads: bool = False
+) -> DatasetUnavailableError:
+    """The missing-file error with numbered steps.
+
+    Args:
+        downloads: the caller downloads missing files itself, so retrying online helps; a
+            caller that never downloads (the app's viewing pages) points to the ways that do.
+    """
+    if downloads:
+        last = "  4. Or connect to the internet and retry: the file is then downloaded for you."
+    else:
+        size_flag = "" if size == 28 else f" --size {size}"
+        last = (
+            "  4. Or download it with the app's Home page (*Download a dataset*) or "
+            f"`python -m core.data download {flag}{size_flag}`."
+        )
     return DatasetUnavailableError(
         f"{info.file_name(flag, size)} is not available: {reason}\n"
         f"  1. Download {info.url(flag, size)}\n"
         f"  2. Check its MD5 is {info.expected_md5(flag, size)} (e.g. `md5sum {path.name}`).\n"
-        f"  3. Save it as {path} (or set MEDMNIST_ROOT to the folder that holds it).\n"
-        "  4. Or connect to the internet and retry: the file is then downloaded for you."
+        f"  3. Save it as {path} (or set MEDMNIST_ROOT to the folder that holds it).\n" + last
     )
 
 
@@ -124,9 +139,9 @@ def _download(
             )
         os.replace(tmp, path)
     except DatasetCorruptError as exc:
-        raise _unavailable(flag, size, path, str(exc)) from exc
+        raise _unavailable(flag, size, path, str(exc), downloads=True) from exc
     except OSError as exc:  # URLError, timeouts, disk full
-        raise _unavailable(flag, size, path, f"download failed ({exc})") from exc
+        raise _unavailable(flag, size, path, f"download failed ({exc})", downloads=True) from exc
     finally:
         tmp.unlink(missing_ok=True)
 
