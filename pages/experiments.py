@@ -30,6 +30,8 @@ wanted = st.query_params.get("run")
 # the dataset with the most runs first: that is where the comparisons are
 counts = Counter(w.run_dataset(r) for r in all_runs)
 flags = sorted(counts, key=lambda f: (-counts[f], f))
+# a link sets the dataset once, through Session State: ?run= implies its dataset, ?dataset= names it
+w.seed_from_query({"experiments_dataset": ("dataset", str)})
 if "experiments_dataset" not in st.session_state and wanted:
     for r in all_runs:
         if r["name"] == wanted:

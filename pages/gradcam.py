@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
+from app import state
 from app import widgets as w
 from core import info
 
@@ -55,16 +56,15 @@ if source == "Dataset sample":
         xs, ys = w.model_split(flag, split, size)
     if g.failed:
         st.stop()
-    if st.session_state.get("gradcam_index", 0) >= len(xs):
-        st.session_state["gradcam_index"] = 0
-    index = int(
-        side.number_input(f"Sample (0–{len(xs) - 1})", 0, len(xs) - 1, 0, key="gradcam_index")
-    )
+    # a link's ?index= (or the last choice) stays while it is a sample of this split
+    state.follow("gradcam_index", range(len(xs)), 0)
+    index = int(side.number_input(f"Sample (0–{len(xs) - 1})", 0, len(xs) - 1, key="gradcam_index"))
     x = w.prepare(run, xs[index : index + 1])[0]
     display = xs[index]
     truth = np.flatnonzero(ys[index]) if info.is_multilabel(flag) else [int(ys[index, 0])]
     true_text = ", ".join(labels[k] for k in truth) or "no finding"
     origin = f"{split} sample #{index}"
+    origin_file = f"{split}{index}"
 else:
     from core.uploads import MAX_BYTES, UploadError, prepare_upload
 
@@ -90,6 +90,7 @@ else:
         )
         st.stop()
     x, display = prepared.array, prepared.display
+    origin_file = "upload"
     origin = (
         f"upload {upload.name} ({prepared.format}, {prepared.original_size[0]}×"
         f"{prepared.original_size[1]}, {prepared.original_mode})"
@@ -115,12 +116,20 @@ alpha = side.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="gradcam_alpha"
 
 with w.guard("running the model"):
     probs = w.probabilities(run["path"], x)
-    target = w.class_picker_ui(labels, probs, key="gradcam_target", container=side)
+    # a new model or sample starts at its own predicted class (see class_picker_ui)
+    target = w.class_picker_ui(
+        labels, probs, key="gradcam_target", context=(run["path"], origin), container=side
+    )
     predicted = int(np.argmax(probs))
     pred_name = labels[predicted] if predicted < len(labels) else str(predicted)
+    target_name = labels[target] if target < len(labels) else str(target)
     st.markdown(
         f"**{w.dataset_title(flag)}** · `{run['name']}` · {origin} · true label: "
         f"**{true_text}** · predicted: **{pred_name}** ({probs[predicted]:.1%})"
+    )
+    st.markdown(
+        f"Heatmaps explain class **{target}: {target_name}** ({probs[target]:.1%})"
+        + (" · the predicted class" if target == predicted else " · **not** the predicted class")
     )
 
     methods = (
@@ -133,31 +142,41 @@ with w.guard("running the model"):
     slice_index = None
     if three_d:
         depth = x.shape[0]
-        slice_index = st.slider(
-            "Axial slice",
-            0,
-            depth - 1,
-            depth // 2,
+        # slices are numbered from 1 for people, as in the captions and the 3D viewer
+        state.follow("gradcam_slice", range(1, depth + 1), depth // 2 + 1)
+        slice_number = st.slider(
+            f"Axial slice (1–{depth})",
+            1,
+            depth,
             key="gradcam_slice",
             help="3D model: the heatmap is a volume; scrub it here or open the 3D viewer.",
         )
+        slice_index = slice_number - 1
         st.page_link(
             "../pages/volume.py",
             label="Open the 3D viewer",
             icon=":material/view_in_ar:",
-            query_params={"dataset": flag, "size": size},
+            # the viewer opens on this very sample, model and class context
+            query_params={
+                "dataset": flag,
+                "size": size,
+                "split": split,
+                "index": index,
+                "run": run["name"],
+            },
         )
     for method, cam in cams.items():
         pictures = w.cam_pictures(display, cam, alpha, cmap, slice_index)
         title = {v: k for k, v in w.CAM_METHODS.items()}[method]
         st.subheader(title)
         cols = st.columns(3)
+        where = "" if slice_index is None else f" · axial slice {slice_index + 1}/{x.shape[0]}"
         for col, caption in zip(cols, ("Original", "Heatmap", "Overlay"), strict=True):
-            col.image(pictures[caption.lower()], caption=caption, width="stretch")
+            col.image(pictures[caption.lower()], caption=caption + where, width="stretch")
         st.download_button(
-            f"Download the {title} overlay (PNG)",
+            f"Download the {title} overlay of class {target}: {target_name} (PNG)",
             data=w.png_bytes(pictures["overlay_full"]),
-            file_name=f"{run['name']}_{method}_class{target}.png",
+            file_name=f"{run['name']}_{origin_file}_{method}_class{target}.png",
             mime="image/png",
             key=f"gradcam_download_{method}",
             icon=":material/download:",

@@ -5,14 +5,27 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from app import state
 from app import widgets as w
 from core import info
 
 PAGE_SIZE = 24
 COLUMNS = 8
+# Every montage thumbnail is drawn at this width in CSS pixels: left to itself st.image sizes an
+# image to its caption, so "#5 · hyperplasia" drew the same 64 px volume wider than "#4 · normal".
+THUMB_PX = 112
 
 st.title("Sample browser")
 
+# a link sets these once, through Session State (the widgets below carry no defaults)
+w.seed_from_query(
+    {
+        "samples_dataset_flag": ("dataset", str),
+        "samples_dataset_size": ("size", int),
+        "samples_split": ("split", str),
+        "samples_selected": ("index", int),
+    }
+)
 side = st.sidebar
 picked = w.dataset_picker_ui(key="samples_dataset", container=side)
 if picked is None:
@@ -33,6 +46,8 @@ st.caption(
     f"{info.modality_note(flag)}"
 )
 
+# class k of one dataset is another finding on the next: a new dataset starts at "all"
+state.follow("samples_label", ["all", *range(len(labels))], "all", parent=flag, keep_valid=False)
 label_choice = side.selectbox(
     "Label" if not multilabel else "Has finding",
     ["all", *range(len(labels))],
@@ -105,6 +120,13 @@ page = st.pagination(n_pages, key="samples_page", max_visible_pages=9)
 page_indices = indices[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
 
 
+def _thumb(i: int) -> np.ndarray:
+    """Thumbnail enlarged by a whole factor to at least THUMB_PX (the browser only shrinks it)."""
+    arr = w.thumbnail(images[i], thumb_mode)
+    side = max(arr.shape[:2])
+    return w.upscale(arr, -(-THUMB_PX // side) * side)
+
+
 def _caption(i: int) -> str:
     if multilabel:
         truth = ", ".join(labels[k] for k in np.flatnonzero(y[i])) or "no finding"
@@ -119,10 +141,21 @@ def _caption(i: int) -> str:
 cols = st.columns(COLUMNS)
 for slot, i in enumerate(page_indices):
     with cols[slot % COLUMNS]:
-        st.image(w.upscale(w.thumbnail(images[i], thumb_mode), 112), caption=_caption(int(i)))
+        st.image(
+            _thumb(int(i)),
+            caption=_caption(int(i)),
+            width=THUMB_PX,
+        )
 
 st.divider()
 st.subheader("Inspect one sample")
+# the captions (labels, ✓/✗) belong to dataset, split and model: re-set when they change
+state.follow(
+    "samples_selected",
+    [int(i) for i in indices],
+    int(indices[0]),
+    parent=(flag, size, split, run["name"] if run else None),
+)
 current = st.selectbox(
     "Sample",
     [int(i) for i in indices],
@@ -138,7 +171,13 @@ with left:
             "../pages/volume.py",
             label="Open in the 3D viewer",
             icon=":material/view_in_ar:",
-            query_params={"dataset": flag, "size": size, "split": split, "index": current},
+            query_params={
+                "dataset": flag,
+                "size": size,
+                "split": split,
+                "index": current,
+                **({"run": run["name"]} if run is not None else {}),
+            },
         )
 with right:
     true_idx = list(np.flatnonzero(y[current])) if multilabel else [int(y[current, 0])]

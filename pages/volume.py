@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from app import state
 from app import volume as v3d
 from app import widgets as w
 from core import info
@@ -31,11 +32,11 @@ with w.guard("loading the volumes") as g:
 if g.failed:
     st.stop()
 labels = info.label_names(flag)
-if st.session_state.get("volume_index", 0) >= len(images):
-    st.session_state["volume_index"] = 0
+# a link's ?index= (or the last choice) stays while it is a sample of this split
+state.follow("volume_index", range(len(images)), 0)
 index = int(
     side.number_input(
-        f"Sample (0–{len(images) - 1})", 0, len(images) - 1, 0, key="volume_index", step=1
+        f"Sample (0–{len(images) - 1})", 0, len(images) - 1, key="volume_index", step=1
     )
 )
 volume = images[index].astype(np.float32) / 255.0  # (D, H, W) in [0, 1]
@@ -66,7 +67,13 @@ if run is not None:
     with w.guard("computing the 3D Grad-CAM"):
         x = volume[..., None]
         probs = w.probabilities(run["path"], x)
-        target = w.class_picker_ui(labels, probs, key="volume_target", container=side)
+        target = w.class_picker_ui(
+            labels,
+            probs,
+            key="volume_target",
+            context=(run["path"], flag, size, split, index),
+            container=side,
+        )
         cam = w.heatmap(run["path"], x, w.CAM_METHODS[method_name], target)
         side.caption(
             f"Model says **{labels[int(np.argmax(probs))]}** ({probs.max():.0%})."
@@ -154,17 +161,19 @@ def slice_viewer(volume: np.ndarray, cam: np.ndarray | None) -> None:
     )
     cmap = st.selectbox("Colormap", w.COLORMAPS, key="volume_cmap", disabled=cam is None)
     planes = [("Axial (z)", 0, d), ("Coronal (y)", 1, h), ("Sagittal (x)", 2, wd)]
-    positions = [
-        st.slider(name, 0, n - 1, n // 2, key=f"volume_slice_{axis}") for name, axis, n in planes
-    ]
+    # slices are numbered from 1 for people: slider, caption and Grad-CAM page agree
+    numbers = []
+    for name, axis, n in planes:
+        state.follow(f"volume_slice_{axis}", range(1, n + 1), n // 2 + 1)
+        numbers.append(st.slider(f"{name} slice", 1, n, key=f"volume_slice_{axis}"))
     with w.Timer() as timer:
         pictures = [
-            w.slice_picture(volume, cam, axis, pos, alpha, cmap)
-            for (_, axis, _), pos in zip(planes, positions, strict=True)
+            w.slice_picture(volume, cam, axis, number - 1, alpha, cmap)
+            for (_, axis, _), number in zip(planes, numbers, strict=True)
         ]
         cols = st.columns(3)
-        for col, (name, _, n), pos, pic in zip(cols, planes, positions, pictures, strict=True):
-            col.image(pic, caption=f"{name} {pos + 1}/{n}", width="stretch")
+        for col, (name, _, n), number, pic in zip(cols, planes, numbers, pictures, strict=True):
+            col.image(pic, caption=f"{name} {number}/{n}", width="stretch")
     st.caption(f"Slice redraw: {timer.ms:.0f} ms server time")
 
 
