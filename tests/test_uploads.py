@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
 from core.uploads import (
     MAX_BYTES,
@@ -120,8 +122,11 @@ BAD_CASES = [
 
 @pytest.mark.parametrize(("name", "data", "message"), BAD_CASES, ids=[c[0] for c in BAD_CASES])
 def test_bad_uploads_are_rejected_with_a_clear_message(name, data, message):
-    with pytest.raises(UploadError, match=message):
+    with pytest.raises(UploadError, match=message) as refused:
         prepare_upload(data, 28, 1)
+    text = str(refused.value)
+    assert "\n  1. " in text, text  # numbered next steps
+    assert " at 0x" not in text, text  # never an object repr
 
 
 def test_too_many_bytes():
@@ -138,6 +143,16 @@ def test_too_many_pixels_is_rejected_before_decoding():
         prepare_upload(bomb, 28, 1)
 
 
+def test_pillow_bomb_limit_gives_our_message():
+    # 20000 x 20000 is over twice Pillow's own limit: Image.open itself raises.
+    header = encode(gradient("L", (28, 28)))
+    ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)
+    data = header[:8] + struct.pack(">I", 13) + b"IHDR" + ihdr
+    data += struct.pack(">I", zlib.crc32(b"IHDR" + ihdr)) + header[33:]
+    with pytest.raises(UploadError, match=r"limit is 1\.0 megapixels\.\n  1\. Downscale"):
+        prepare_upload(data, 28, 1, max_pixels=1_000_000)
+
+
 def test_pixel_limit_is_a_parameter():
     data = encode(gradient("L", (40, 30)))
     with pytest.raises(UploadError, match="megapixels"):
@@ -148,3 +163,105 @@ def test_pixel_limit_is_a_parameter():
 def test_channels_must_be_one_or_three():
     with pytest.raises(UploadError, match="channels=4"):
         prepare_upload(encode(gradient()), 28, 4)
+
+
+@pytest.mark.parametrize(
+    ("data", "kind"),
+    [
+        (encode(gradient(), "GIF"), "a GIF image"),
+        (encode(gradient(), "BMP"), "a BMP image"),
+        (encode(gradient(), "TIFF"), "a TIFF image"),
+        (encode(gradient("RGB"), "WEBP"), "a WebP image"),
+        (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00" + b"\x00" * 64, "a HEIC"),
+    ],
+    ids=["gif", "bmp", "tiff", "webp", "heic"],
+)
+def test_other_formats_are_named(data, kind):
+    with pytest.raises(UploadError, match="not a PNG or JPEG image: by its content it is " + kind):
+        prepare_upload(data, 28, 1)
+
+
+def test_too_many_bytes_gives_steps():
+    with pytest.raises(UploadError, match=r"\n  1\. Downscale"):
+        open_upload(b"\x89PNG\r\n\x1a\n" + b"\x00" * MAX_BYTES)
+
+
+def test_animated_png_uses_the_first_frame():
+    first, second = Image.new("L", (28, 28), 200), Image.new("L", (28, 28), 10)
+    out = prepare_upload(encode(first, save_all=True, append_images=[second]), 28, 1)
+    assert out.array.mean() == pytest.approx(200 / 255)
+    assert any("Animated PNG with 2 frames" in n for n in out.notes), out.notes
+
+
+def interlaced_png(arr: np.ndarray, colour: int) -> bytes:
+    """An Adam7-interlaced 8-bit PNG built by hand (Pillow cannot write one)."""
+
+    def chunk(ctype: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body))
+            + ctype
+            + body
+            + struct.pack(">I", zlib.crc32(ctype + body))
+        )
+
+    passes = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2))
+    raw = b"".join(
+        b"\0" + row.tobytes()
+        for x0, y0, dx, dy in (*passes, (0, 1, 1, 2))
+        for row in arr[y0::dy, x0::dx]
+        if row.size
+    )
+    h, w = arr.shape[:2]
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, colour, 0, 0, 1)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 2), (9, 7), (17, 33), (1, 64), (64, 1)])
+@pytest.mark.parametrize(("colour", "channels"), [(0, 0), (2, 3), (4, 2), (6, 4)])
+def test_interlaced_pngs_are_complete(shape, colour, channels):
+    # Guards the missing-rows check: Adam7 row counts (and empty passes) must be counted right.
+    rng = np.random.default_rng(sum(shape) + colour)
+    arr = rng.integers(0, 256, shape + ((channels,) if channels else ()), dtype=np.uint8)
+    out = prepare_upload(interlaced_png(arr, colour), 28, 3)
+    assert out.original_size == (shape[1], shape[0])
+    if colour in (0, 2):  # no alpha: the display copy is the pixels themselves
+        np.testing.assert_array_equal(out.display, arr)
+
+
+def test_memory_error_while_decoding_becomes_a_message(monkeypatch):
+    def out_of_memory(self, *args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", out_of_memory)
+    with pytest.raises(UploadError, match="more memory than the server has free") as refused:
+        prepare_upload(encode(gradient()), 28, 1)
+    assert isinstance(refused.value.__cause__, MemoryError)
+    assert "\n  1. Downscale" in str(refused.value)
+
+
+@pytest.mark.parametrize("error", [KeyError("tile"), ZeroDivisionError("division by zero")])
+def test_unexpected_pillow_errors_become_a_message(monkeypatch, error):
+    def broken(self, *args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", broken)
+    with pytest.raises(UploadError, match="could not be read") as refused:
+        prepare_upload(encode(gradient()), 28, 1)
+    assert refused.value.__cause__ is error
+    assert type(error).__name__ in str(refused.value)
+
+
+def test_failure_while_converting_becomes_a_message(monkeypatch):
+    def broken(self, *args, **kwargs):
+        raise ValueError("unsupported resampling for mode <Image object at 0x7f00>")
+
+    monkeypatch.setattr(Image.Image, "resize", broken)
+    with pytest.raises(UploadError, match="could not be converted") as refused:
+        prepare_upload(encode(gradient()), 28, 1)
+    assert "0x7f00" not in str(refused.value)
+    assert "\n  1. " in str(refused.value)
