@@ -59,8 +59,10 @@ def _score_metrics(flag: str, metrics: dict) -> None:
     AUC), so the mean leads and the opened model's own score follows in a caption.
     """
     best = info.best_published(flag)
-    cols = st.columns(2)
-    for col, metric in zip(cols, ("auc", "acc"), strict=True):
+    # one metric per row: "0.751 ± 0.029" in st.metric's large font does not fit half a card
+    # (it was cut to "0.751 ±…")
+    for metric in ("auc", "acc"):
+        col = st.container()
         score = catalog.seed_summary(metrics, metric)
         name = metric.upper()
         if score is None:
