@@ -57,7 +57,8 @@ with left, w.guard("drawing the size vs accuracy chart"):
             x=[row["size_bytes"] / 1e6],
             y=[row[metric]],
             mode="markers",
-            marker=dict(size=14, symbol=symbols[i % len(symbols)], line=dict(width=1)),
+            # translucent: a marker on top (int8) must not hide one below it (dynamic)
+            marker=dict(size=14, symbol=symbols[i % len(symbols)], opacity=0.7, line=dict(width=1)),
             name=row["mode"],
             hovertemplate=f"<b>{row['mode']}</b><br>%{{x:.2f}} MB<br>{metric.upper()} "
             "%{y:.4f}<extra></extra>",
@@ -133,14 +134,36 @@ st.dataframe(
         ),
     },
 )
-# Notes are sentences (conversion details, failures); a table cell would cut them off.
-notes = [(r["mode"], str(r.get("notes") or "").strip()) for r in rows]
-if any(text for _, text in notes):
-    st.markdown("**Notes per mode**")
-    for mode, text in notes:
-        if text:
-            items = [part.strip() for part in text.split("; ") if part.strip()]
-            st.markdown(f"- **{mode}**: " + "; ".join(items))
+# Notes are sentences (conversion details, failures); a table cell would cut them off. A note
+# every quantized mode shares (the head BatchNorm fold) is said once.
+raw = run.get("quantized") or w.run_file(run["path"], "quantized/results.json") or {}
+raw_modes = raw.get("modes") if isinstance(raw, dict) and isinstance(raw.get("modes"), dict) else {}
+
+
+def _note_items(row: dict) -> list[str]:
+    """A mode's notes as results.json lists them (one note may itself contain "; ")."""
+    entry = raw_modes.get(row["mode"]) if row["mode"] != "float" else None
+    if isinstance(entry, dict) and isinstance(entry.get("notes"), list):
+        items = [str(n) for n in entry["notes"] if str(n).strip()]
+        return ([f"failed: {entry['error']}"] if entry.get("error") else []) + items
+    text = str(row.get("notes") or "").strip()
+    return [text] if text else []
+
+
+notes = {r["mode"]: _note_items(r) for r in rows}
+quantized_notes = [set(items) for mode, items in notes.items() if mode != "float"]
+shared = set.intersection(*quantized_notes) if len(quantized_notes) > 1 else set()
+if any(notes.values()):
+    lines = ["**Notes per mode**", ""]
+    if shared:
+        lines.append("- **every quantized mode**")
+        lines += [f"  - {n}" for n in sorted(shared)]
+    for mode, items in notes.items():
+        own = [n for n in items if mode == "float" or n not in shared]
+        if own:
+            lines.append(f"- **{mode}**")
+            lines += [f"  - {n}" for n in own]
+    st.markdown("\n".join(lines))
 st.caption(
     "Prediction agreement: share of test samples where the quantized model predicts the same "
     "class as the float model. Occlusion-map correlation: Pearson correlation of the two "

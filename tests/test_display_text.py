@@ -122,7 +122,8 @@ def test_quantization_sizes_in_mb_no_overlapping_labels_notes_in_full(quant_regi
     # the notes are sentences: shown whole, not cut off in a table cell
     assert "notes" not in table.columns
     notes = " ".join(m.value for m in at.markdown)
-    assert NOTE in notes and "**dynamic**" in notes
+    assert NOTE in notes and "**dynamic**" in notes and "dynamic range: int8 weights" in notes
+    assert notes.count(NOTE) == 1  # shared by every quantized mode: said once
 
 
 # ------------------------------------------------------------------------------------------
