@@ -331,13 +331,9 @@ def job_progress_ui(job: Any, progress: Sequence[Mapping[str, Any]], can_cancel:
         # the error itself, plainly; the Python traceback waits in "Technical details"
         reason = log_view.error or job.error or "no reason recorded"
         st.error(
-            "  \n".join(
-                [
-                    "**Failed:** " + reason.splitlines()[0],
-                    *reason.splitlines()[1:],
-                    "Nothing was saved to the model registry.",
-                ]
-            ),
+            "  \n".join(["**Failed:** " + reason.splitlines()[0], *reason.splitlines()[1:]])
+            # a paragraph of its own: after "4. ..." it would read as part of the last step
+            + "\n\nNothing was saved to the model registry.",
             icon=":material/error:",
         )
     elif job.status == "cancelled":
