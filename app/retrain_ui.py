@@ -406,3 +406,53 @@ def password_ui(locked_for_s: float = 0.0) -> str | None:
     if locked_for_s > 0:
         st.sidebar.warning(f"Too many wrong passwords: try again in {int(locked_for_s) + 1} s.")
     return password if submitted else None
+
+
+def worker_settings_ui(
+    differences: Sequence[str],
+    job_id: int | None,
+    restart_pending: bool,
+    can_restart: bool,
+    autostart: bool,
+) -> bool:
+    """The note shown when the worker runs with other settings than the app.
+
+    Args:
+        differences: one line per differing setting (``SettingDiff.describe()``).
+        job_id: the job the worker is training, if any.
+        restart_pending: a restart was already requested (the worker exits after its job).
+        can_restart: the viewer may restart the worker (researcher role).
+        autostart: the app manages the worker (``JOBS_WORKER_AUTOSTART`` is not 0).
+
+    Returns:
+        True when "Restart worker" was clicked on this run.
+    """
+    lines = "\n".join(f"- {line}" for line in differences)
+    doing = f"job #{job_id}" if job_id is not None else "its current job"
+    if restart_pending:
+        st.info(
+            f"**Worker restart requested.** The worker finishes {doing}, then exits; a new "
+            f"worker with this app's settings takes over the queue.\n\n{lines}"
+        )
+        return False
+    head = (
+        "**The training worker runs with other settings than this app**, so the jobs it "
+        f'runs may fail ("… is not available") or save somewhere else:\n\n{lines}\n\n'
+    )
+    if not autostart:
+        st.warning(
+            head + "The app does not start or stop workers here (JOBS_WORKER_AUTOSTART=0):\n\n"
+            "1. Stop the worker (Ctrl-C in its terminal, or stop its service).\n"
+            "2. Start it again with the same settings as the app: "
+            "`python -m core.jobs worker`."
+        )
+        return False
+    st.warning(
+        head + f"It is training {doing}, so it was not restarted automatically. "
+        f"**Restart worker** lets {doing} finish (nothing is lost), then a new worker with "
+        "this app's settings takes over. To restart sooner, cancel the job first."
+    )
+    if not can_restart:
+        st.caption("A researcher can restart the worker.")
+        return False
+    return st.button("Restart worker", key="retrain_restart_worker", icon=":material/restart_alt:")

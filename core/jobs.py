@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core import config
+from core import config, worker_settings
 from core.job_params import (  # noqa: F401 - re-exported: core.jobs is the public entry point
     MODELS_2D,
     MODELS_3D,
@@ -108,6 +108,9 @@ class WorkerInfo:
     heartbeat_age_s: float | None = None
     job_id: int | None = None
     starting: bool = False
+    worker_id: str | None = None
+    settings: dict[str, str] | None = None  # what it runs with (None: not recorded)
+    stop_requested: bool = False  # it exits before claiming another job (a restart)
 
     @property
     def responsive(self) -> bool:
@@ -152,9 +155,25 @@ CREATE TABLE IF NOT EXISTS workers (
     pid INTEGER NOT NULL,
     started_at REAL NOT NULL,
     heartbeat_at REAL NOT NULL,
-    job_id INTEGER
+    job_id INTEGER,
+    settings TEXT,
+    stop_requested INTEGER NOT NULL DEFAULT 0
 );
 """
+# columns added after the first release: (name, declaration), added to older files on open
+_WORKER_COLUMNS_ADDED = (("settings", "TEXT"), ("stop_requested", "INTEGER NOT NULL DEFAULT 0"))
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Bring a job database made by an older version up to the current workers table."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(workers)")}
+    for name, declaration in _WORKER_COLUMNS_ADDED:
+        if name not in have:
+            # another process may add it between our check and here: that is fine
+            with contextlib.suppress(sqlite3.OperationalError):
+                conn.execute(f"ALTER TABLE workers ADD COLUMN {name} {declaration}")
+
+
 _JOB_COLUMNS = (
     "id, status, params, submitted_by, submitted_at, started_at, finished_at, "
     "worker, run_dir, error, cancel_requested"
@@ -215,6 +234,7 @@ class JobStore:
                     # of the file: a file that is not SQLite fails here, before any write.
                     conn.execute("PRAGMA journal_mode = WAL")
                     conn.executescript(_SCHEMA)
+                    _add_missing_columns(conn)
                 except sqlite3.Error as exc:
                     raise self._open_error(exc) from exc
                 self._initialised = True
@@ -311,6 +331,13 @@ class JobStore:
     def claim_next(self, worker_id: str) -> Job | None:
         """Atomically move the oldest queued job to ``running`` for ``worker_id``."""
         with self._transaction() as conn:
+            # in the same transaction as request_worker_stop: a worker asked to stop never
+            # takes another job, so "idle" there stays true
+            stop = conn.execute(
+                "SELECT stop_requested FROM workers WHERE id = ?", (worker_id,)
+            ).fetchone()
+            if stop is not None and stop["stop_requested"]:
+                return None
             row = conn.execute(
                 "SELECT id FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1"
             ).fetchone()
@@ -474,15 +501,48 @@ class JobStore:
         return failed
 
     # -- workers -----------------------------------------------------------------------------
-    def heartbeat(self, worker_id: str, pid: int, host: str, job_id: int | None = None) -> None:
+    def heartbeat(
+        self,
+        worker_id: str,
+        pid: int,
+        host: str,
+        job_id: int | None = None,
+        settings: Mapping[str, str] | None = None,
+    ) -> None:
+        """Register or refresh a worker; ``settings`` (when given) records what it runs with."""
         now = time.time()
+        payload = json.dumps(dict(settings), sort_keys=True) if settings is not None else None
         with self._transaction() as conn:
             conn.execute(
-                "INSERT INTO workers (id, host, pid, started_at, heartbeat_at, job_id) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
-                "heartbeat_at = excluded.heartbeat_at, job_id = excluded.job_id",
-                (worker_id, host, pid, now, now, job_id),
+                "INSERT INTO workers (id, host, pid, started_at, heartbeat_at, job_id, settings) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                "heartbeat_at = excluded.heartbeat_at, job_id = excluded.job_id, "
+                "settings = COALESCE(excluded.settings, workers.settings)",
+                (worker_id, host, pid, now, now, job_id, payload),
             )
+
+    def request_worker_stop(self, worker_id: str) -> str | None:
+        """Ask a worker to exit before it claims another job (how a worker is restarted).
+
+        Returns:
+            ``"idle"`` when it runs no job (it exits within one poll), ``"busy"`` when it
+            finishes its running job first, None when no such worker is registered.
+        """
+        with self._transaction() as conn:
+            cur = conn.execute("UPDATE workers SET stop_requested = 1 WHERE id = ?", (worker_id,))
+            if cur.rowcount == 0:
+                return None
+            running = conn.execute(
+                "SELECT COUNT(*) FROM jobs WHERE status = 'running' AND worker = ?", (worker_id,)
+            ).fetchone()[0]
+        return "busy" if running else "idle"
+
+    def worker_stop_requested(self, worker_id: str) -> bool:
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT stop_requested FROM workers WHERE id = ?", (worker_id,)
+            ).fetchone()
+        return bool(row and row["stop_requested"])
 
     def remove_worker(self, worker_id: str) -> None:
         with self._transaction() as conn:
@@ -517,9 +577,9 @@ def submit_job(
 # --------------------------------------------------------------------------------------------
 
 
-def lock_path(db_path: str | os.PathLike | None = None) -> Path:
+def lock_path(db_path: str | os.PathLike | None = None, suffix: str = ".worker.lock") -> Path:
     db = Path(db_path) if db_path is not None else config.jobs_db()
-    return db.with_name(db.name + ".worker.lock")
+    return db.with_name(db.name + suffix)
 
 
 def worker_log_path(db_path: str | os.PathLike | None = None) -> Path:
@@ -577,29 +637,60 @@ def worker_status(store: JobStore | None = None) -> WorkerInfo:
         host=host,
         heartbeat_age_s=max(0.0, time.time() - latest["heartbeat_at"]),
         job_id=latest["job_id"],
+        worker_id=latest["id"],
+        settings=json.loads(latest["settings"]) if latest.get("settings") else None,
+        stop_requested=bool(latest.get("stop_requested")),
     )
 
 
-def ensure_worker(store: JobStore | None = None) -> int | None:
-    """Start a detached local worker unless one is alive; call once per app server.
+def autostart_enabled() -> bool:
+    """False when ``JOBS_WORKER_AUTOSTART=0``: workers are then started (and restarted) by hand
+    or by a service manager, and the app never starts or stops one."""
+    return os.environ.get("JOBS_WORKER_AUTOSTART", "1").strip() != "0"
 
+
+def ensure_worker(store: JobStore | None = None) -> int | None:
+    """Start a detached local worker unless a current one is alive; call once per app server.
+
+    A live worker whose recorded settings (``MEDMNIST_ROOT``, ``TRAINED_MODELS_DIR``, ...)
+    differ from this process's is restarted when it is idle (see ``core.worker_control``); a
+    busy one is left to finish its job (the Retrain page offers the restart).
     Set ``JOBS_WORKER_AUTOSTART=0`` to turn this off (tests, or when workers run as services).
 
     Returns:
         The pid of the worker that is running or starting now (None when autostart is off, or
         when a worker holds the lock but has not registered yet).
     """
-    if os.environ.get("JOBS_WORKER_AUTOSTART", "1").strip() == "0":
+    if not autostart_enabled():
         return None
     store = store or JobStore()
     status = worker_status(store)
     if status.alive:
-        return status.pid
+        from core import worker_control  # it imports this module
+
+        restarted = worker_control.restart_if_stale_and_idle(store, status)
+        return restarted if restarted is not None else status.pid
+    return spawn_worker(store).pid
+
+
+def spawn_worker(store: JobStore, wait_lock: bool = False) -> subprocess.Popen:
+    """Start a detached ``python -m core.jobs worker`` with this process's environment.
+
+    Args:
+        wait_lock: the new worker waits for the current one to exit (a restart after the
+            running job) instead of exiting at once.
+
+    Returns:
+        The worker's ``Popen`` (also remembered, so :func:`worker_status` can say "starting").
+    """
     log_path = worker_log_path(store.path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "core.jobs", "worker", "--db", str(store.path)]
+    if wait_lock:
+        command.append("--wait-lock")
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "core.jobs", "worker", "--db", str(store.path)],
+            command,
             cwd=config.REPO_ROOT,
             env=_child_env(),
             stdin=subprocess.DEVNULL,
@@ -610,7 +701,7 @@ def ensure_worker(store: JobStore | None = None) -> int | None:
             start_new_session=True,
         )
     _SPAWNED[str(store.path)] = (proc, time.monotonic())
-    return proc.pid
+    return proc
 
 
 def _child_env() -> dict[str, str]:
@@ -684,7 +775,19 @@ class Worker:
         Returns:
             0 normally, 3 when another worker holds the lock (nothing was run).
         """
-        fd = _try_lock(lock_path(self.store.path), wait=wait_lock)
+        waiting = None
+        if wait_lock:
+            # at most one worker waits to take over (a restart requested twice, or by two app
+            # servers, must not leave a queue of replacements behind)
+            waiting = _try_lock(lock_path(self.store.path, ".worker.next.lock"))
+            if waiting is None:
+                print("[worker] another worker is already waiting to take over; exiting.")
+                return 3
+        try:
+            fd = _try_lock(lock_path(self.store.path), wait=wait_lock)
+        finally:
+            if waiting is not None:
+                os.close(waiting)
         if fd is None:
             print(
                 f"[worker] another worker holds {lock_path(self.store.path)}; exiting.", flush=True
@@ -698,11 +801,16 @@ class Worker:
             if orphans:
                 print(f"[worker] marked orphaned jobs {orphans} failed", flush=True)
             self.clean_scratch()
-            self.store.heartbeat(self.id, self.pid, self.host)
+            # what this worker runs with: the app compares it with its own settings
+            settings = worker_settings.current(self.store.path)
+            self.store.heartbeat(self.id, self.pid, self.host, settings=settings)
             beat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
             beat.start()
             print(f"[worker] {self.id} serving {self.store.path}", flush=True)
             while not self._stop.is_set():
+                if self.store.worker_stop_requested(self.id):
+                    print("[worker] restart requested: exiting before the next job", flush=True)
+                    break
                 job = self.store.claim_next(self.id)
                 if job is None:
                     if once or drain:

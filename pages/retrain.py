@@ -19,7 +19,7 @@ from typing import Any  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from app import retrain_ui  # noqa: E402
-from core import auth, config, data, info, jobs  # noqa: E402
+from core import auth, config, data, info, jobs, worker_control  # noqa: E402
 
 MAX_PASSWORD_FAILURES = 5
 LOCKOUT_S = 60.0
@@ -177,6 +177,17 @@ def _submit_form(store: jobs.JobStore, who: str | None) -> None:
 
 def _worker_note(store: jobs.JobStore, researcher: bool, running: set[int]) -> None:
     status = jobs.worker_status(store)
+    found = worker_control.check(store, status)
+    if found.stale and not status.stop_requested:
+        # an idle worker with another MEDMNIST_ROOT etc. would fail every job: replace it now
+        pid = worker_control.restart_if_stale_and_idle(store, status)
+        if pid is not None:
+            names = ", ".join(d.name for d in found.differences)
+            st.info(
+                f"The training worker was idle and ran with other settings than this app "
+                f"({names}); it was restarted with this app's settings (pid {pid})."
+            )
+            return
     if status.alive and status.responsive:
         # the worker's row can lag the job row by a heartbeat: trust the job table
         doing = f"training job #{status.job_id}" if status.job_id in running else "idle"
@@ -184,6 +195,8 @@ def _worker_note(store: jobs.JobStore, researcher: bool, running: set[int]) -> N
             f"Worker: running (pid {status.pid}, {doing}, heartbeat "
             f"{status.heartbeat_age_s:.0f} s ago). One job trains at a time."
         )
+        if found.stale:
+            _stale_worker_note(store, found, researcher, running)
     elif status.starting:
         st.caption("Worker: starting" + (f" (pid {status.pid})" if status.pid else "") + ".")
     elif status.alive:
@@ -204,6 +217,31 @@ def _worker_note(store: jobs.JobStore, researcher: bool, running: set[int]) -> N
                 st.info("Worker autostart is off (JOBS_WORKER_AUTOSTART=0); start it by hand.")
             else:
                 st.toast(f"Worker started (pid {pid})")
+
+
+def _stale_worker_note(
+    store: jobs.JobStore, found: worker_control.WorkerCheck, researcher: bool, running: set[int]
+) -> None:
+    """Which settings differ, and "Restart worker" (it restarts after the running job)."""
+    job_id = found.status.job_id if found.status.job_id in running else None
+    clicked = retrain_ui.worker_settings_ui(
+        [d.describe() for d in found.differences],
+        job_id,
+        restart_pending=found.status.stop_requested,
+        can_restart=researcher,
+        autostart=jobs.autostart_enabled(),
+    )
+    if not clicked:
+        return
+    outcome = worker_control.restart_worker(store)
+    st.toast(
+        {
+            "after_job": f"The worker restarts after job #{outcome.job_id}",
+            "restarted": f"Worker restarted (pid {outcome.pid})",
+            "timeout": "The worker was asked to stop; it exits before its next job",
+        }.get(outcome.kind, "Worker restart is off (JOBS_WORKER_AUTOSTART=0)")
+    )
+    st.rerun(scope="fragment")
 
 
 def _jobs_panel(store: jobs.JobStore, researcher: bool) -> None:
