@@ -161,12 +161,13 @@ def run_label(run: dict) -> str:
     test = (run["metrics"].get("test") or {}) if run.get("metrics") else {}
     auc = test.get("auc")
     score = f" · test AUC {auc:.3f}" if isinstance(auc, int | float) else ""
-    # a run a researcher has not promoted must never pass for a reference model
+    # a run a researcher has not promoted must never pass for a reference model; the mark
+    # leads, because a narrow sidebar picker cuts the end of the label off
     from core import catalog
 
     status = run.get("status") or catalog.status(run)
-    mark = " · experimental" if status == catalog.EXPERIMENTAL else ""
-    return f"{run['name']} ({run_dataset(run)}, {run['config'].get('model', '?')}){score}{mark}"
+    mark = "experimental · " if status == catalog.EXPERIMENTAL else ""
+    return f"{mark}{run['name']} ({run_dataset(run)}, {run['config'].get('model', '?')}){score}"
 
 
 def run_picker_ui(
@@ -216,7 +217,18 @@ def run_picker_ui(
         key=key,
         format_func=lambda n: "No model" if n is None else run_label(by_name[n]),
     )
+    if name is not None and _is_experimental(by_name[name]):
+        container.caption(
+            ":orange-badge[experimental] Not promoted by a researcher: compare it with the "
+            "reference runs before relying on it."
+        )
     return None if name is None else by_name[name]
+
+
+def _is_experimental(run: dict) -> bool:
+    from core import catalog
+
+    return (run.get("status") or catalog.status(run)) == catalog.EXPERIMENTAL
 
 
 def _is_3d_safe(flag: str) -> bool:
