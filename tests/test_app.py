@@ -220,9 +220,9 @@ def test_volume_viewer_slices_and_gradcam(env):
     picker.select_index(len(picker.options) - 1).run()  # "No model": no heatmap
     assert at.slider(key="volume_cam_threshold").proto.disabled
     before = slice_captions(at)
-    at.slider(key="volume_slice_0").set_value(3).run()
+    at.slider(key="volume_slice_0").set_value(3).run()  # slices count from 1, as captions do
     after = slice_captions(at)
-    assert before != after and any("Axial (z) 4/28" in c for c in after)
+    assert before != after and any("Axial (z) 3/28" in c for c in after)
     at.selectbox(key="volume_run").set_value(env["runs"]["adrenal"].name).run()
     assert not at.exception
     assert not at.slider(key="volume_cam_threshold").proto.disabled
