@@ -1064,8 +1064,16 @@ def main(argv: list[str] | None = None) -> int:
             )
         return 0
     if args.command == "cancel":
+        job = store.get(args.job_id, with_log=False)
+        if job is None:
+            from core import cli
+
+            raise cli.CLIError(
+                f"job {args.job_id} does not exist in {store.path.absolute()}; "
+                f"run `python -m core.jobs list --db {store.path}` to see the job ids"
+            )
         result = store.request_cancel(args.job_id)
-        print(f"job {args.job_id}: " + (result or "not active; nothing to cancel"))
+        print(f"job {args.job_id}: " + (result or f"already {job.status}; nothing to cancel"))
         return 0 if result else 1
     return 2
 

@@ -591,3 +591,17 @@ def test_cli_on_a_file_that_is_not_sqlite_prints_one_error_line(tmp_path, comman
     assert bad.read_bytes() == b"x\n"  # never modified or deleted
     # no lock or worker log was created next to it: the check runs first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.db"]
+
+
+def test_cli_cancel_of_an_unknown_job_is_a_user_error(store, capsys):
+    from core import cli
+
+    job_id = store.submit(good_params())
+    store.request_cancel(job_id)
+    assert cli.run(jobs.main, ["cancel", "999", "--db", str(store.path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: job 999 does not exist") and str(store.path) in err
+    assert "core.jobs list" in err and len(err.splitlines()) == 1
+    # a job that exists but has ended: a plain note, exit 1
+    assert jobs.main(["cancel", str(job_id), "--db", str(store.path)]) == 1
+    assert "already cancelled" in capsys.readouterr().out
