@@ -29,6 +29,36 @@ class RegistryError(RuntimeError):
     """A run is missing, malformed, or a name/path tries to leave the registry."""
 
 
+class RunFileError(RegistryError, ValueError):
+    """A file of a run exists but cannot be read: not JSON, truncated, not a Keras model.
+
+    Also a ``ValueError``, so callers that skipped a damaged file when it raised
+    ``json.JSONDecodeError`` (a ``ValueError``) still skip it.
+    """
+
+
+# Files a command recomputes from the run; any other damaged file means training again.
+_RECOMPUTED_BY = {
+    "results.json": "python -m core.quantize",
+    "explain.json": "python -m core.explain",
+}
+
+
+def _damaged(path: Path, what: str, run_dir: Path) -> str:
+    """The message for a damaged run file: what is wrong, which file, numbered next steps."""
+    redo = _RECOMPUTED_BY.get(path.name)
+    second = (
+        f"Or delete it and run `{redo} RUN` again to recompute it."
+        if redo
+        else f"Or delete the run folder {run_dir} and train the run again."
+    )
+    return (
+        f"{path} {what}: the file is damaged or was not written by this project.\n"
+        f"  1. Restore it from a backup (a shipped run: `git checkout -- {path}`).\n"
+        f"  2. {second}"
+    )
+
+
 def root_dir(root: str | os.PathLike | None = None) -> Path:
     return Path(root).expanduser() if root is not None else config.trained_models_dir()
 
@@ -72,19 +102,77 @@ def resolve_run(
     else:
         path = candidate.expanduser().resolve()
     if not allow_outside and base not in path.parents:
-        raise RegistryError(f"{name_or_path} is outside the model registry {base}")
+        raise RegistryError(
+            f"{name_or_path} is outside the model registry {base}: pass the name of a run in it "
+            "(or set TRAINED_MODELS_DIR to the registry that holds the run)"
+        )
     if not (path / "metrics.json").is_file():
-        raise RegistryError(f"no run at {path} (a run directory holds metrics.json)")
+        what = "no such folder" if not path.exists() else "the folder holds no metrics.json"
+        raise RegistryError(
+            f"no run at {path} ({what}): pass a run name from {base} or the path of a run "
+            "folder (it holds metrics.json, config.json and the model)"
+        )
     return path
 
 
 def read_json(run_dir: str | os.PathLike, name: str, default: Any = None) -> Any:
-    """A JSON file of a run, or ``default`` when it is absent."""
+    """A JSON file of a run, or ``default`` when it is absent.
+
+    Raises:
+        RunFileError: the file exists but cannot be read or is not JSON (the message names the
+            file and says how to restore it).
+    """
     path = Path(run_dir) / name
     if not path.is_file():
         return default
-    with path.open() as fh:
-        return json.load(fh)
+    try:
+        with path.open(encoding="utf-8") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as exc:
+        what = f"is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+        raise RunFileError(_damaged(path, what, Path(run_dir))) from exc
+    except UnicodeDecodeError as exc:
+        raise RunFileError(_damaged(path, "is not UTF-8 text", Path(run_dir))) from exc
+    except OSError as exc:
+        raise RunFileError(
+            f"cannot read {path} ({exc.strerror or exc}): check that the file is readable "
+            "by you and the disk is mounted"
+        ) from exc
+
+
+def read_config(run_dir: str | os.PathLike, validate: bool = True) -> config.TrainConfig:
+    """The training configuration of a run, from its ``config.json``.
+
+    Args:
+        run_dir: the run directory.
+        validate: also check every field's value (unknown dataset, sizes out of range, ...).
+
+    Returns:
+        The run's :class:`~core.config.TrainConfig`.
+
+    Raises:
+        RegistryError: ``config.json`` is missing.
+        RunFileError: it is not JSON, not an object, lacks a field or holds an invalid value;
+            the message names the file and the field.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json"
+    data = read_json(run_dir, "config.json")
+    if data is None:
+        raise RegistryError(
+            f"{run_dir} has no config.json, so its model cannot be rebuilt or evaluated: "
+            f"restore config.json from a backup, or delete {run_dir} and train the run again"
+        )
+    if not isinstance(data, dict):
+        raise RunFileError(
+            _damaged(path, f"holds a JSON {type(data).__name__}, not an object", run_dir)
+        )
+    try:
+        cfg = config.TrainConfig.from_dict(data)
+        return cfg.validate() if validate else cfg
+    except (TypeError, ValueError) as exc:
+        what = f"is not a valid run configuration ({exc})"
+        raise RunFileError(_damaged(path, what, run_dir)) from exc
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
@@ -126,7 +214,7 @@ def list_runs(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
         try:
             metrics = read_json(path, "metrics.json")
             cfg = read_json(path, "config.json")
-        except (OSError, json.JSONDecodeError):
+        except RunFileError:
             continue
         if not metrics or not cfg:
             continue
@@ -148,7 +236,7 @@ def _read_optional(run_dir: Path, name: str) -> Any:
     fail because a quantization or explanation file is half-written or damaged)."""
     try:
         return read_json(run_dir, name)
-    except (OSError, json.JSONDecodeError):
+    except RunFileError:
         return None
 
 
@@ -312,13 +400,21 @@ def _rebuild_lean(run_dir: Path, cfg: dict[str, Any]) -> Any:
         input_size=config.TrainConfig.from_dict(cfg).effective_input_size,
         fine_tune_blocks=cfg.get("fine_tune_blocks", 0),
     )
-    with np.load(run_dir / LEAN_FILE, allow_pickle=False) as npz:
-        grouped: dict[str, dict[int, Any]] = {}
-        for key in npz.files:
-            lname, idx = key.rsplit("/", 1)
-            grouped.setdefault(lname, {})[int(idx)] = npz[key]
-    for lname, weights in grouped.items():
-        model.get_layer(lname).set_weights([weights[i].astype(np.float32) for i in sorted(weights)])
+    weights_file = run_dir / LEAN_FILE
+    try:
+        with np.load(weights_file, allow_pickle=False) as npz:
+            grouped: dict[str, dict[int, Any]] = {}
+            for key in npz.files:
+                lname, idx = key.rsplit("/", 1)
+                grouped.setdefault(lname, {})[int(idx)] = npz[key]
+        for lname, weights in grouped.items():
+            model.get_layer(lname).set_weights(
+                [weights[i].astype(np.float32) for i in sorted(weights)]
+            )
+    except Exception as exc:  # noqa: BLE001 - zip, npz, key and shape errors all mean "damaged"
+        raise RunFileError(
+            _damaged(weights_file, f"cannot be loaded ({type(exc).__name__}: {exc})", run_dir)
+        ) from exc
     return model
 
 
@@ -329,6 +425,8 @@ def load_model(
 
     Raises:
         RegistryError: the run is missing or holds no model file.
+        RunFileError: the model file (or a lean run's config.json) is damaged or truncated;
+            the message names the file.
     """
     import tf_keras as keras
 
@@ -336,11 +434,31 @@ def load_model(
 
     path = resolve_run(run_dir, root, allow_outside)
     cfg = read_json(path, "config.json", {})
+    if not isinstance(cfg, dict):
+        raise RunFileError(_damaged(path / "config.json", "is not a JSON object", path))
     if cfg.get("lean") or (path / LEAN_FILE).is_file():
+        read_config(path)  # a lean run is rebuilt from its config: refuse a damaged one first
         return _rebuild_lean(path, cfg)
     model_file = path / MODEL_FILE
     if not model_file.is_file():
-        raise RegistryError(f"{path} has no {MODEL_FILE}")
-    return keras.models.load_model(
-        model_file, custom_objects=CUSTOM_OBJECTS, compile=False, safe_mode=True
-    )
+        raise RegistryError(
+            f"{path} has no {MODEL_FILE}: restore it from a backup, or delete {path} and train "
+            "the run again"
+        )
+    try:
+        return keras.models.load_model(
+            model_file, custom_objects=CUSTOM_OBJECTS, compile=False, safe_mode=True
+        )
+    except MemoryError:
+        raise  # not the file's fault
+    except Exception as exc:  # noqa: BLE001 - h5py, zipfile and Keras raise many types here
+        # Keras reports a truncated or overwritten file as an h5py "file signature not found",
+        # a zipfile or a deserialisation error, none of which names the file.
+        what = f"cannot be loaded as a Keras model ({type(exc).__name__}: {_first_line(exc)})"
+        raise RunFileError(_damaged(model_file, what, path)) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (Keras appends whole config dumps)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
