@@ -18,7 +18,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import base64
 import getpass
 import hashlib
@@ -28,6 +27,8 @@ import secrets
 import sys
 from collections.abc import Iterable
 from typing import Literal
+
+from core import cli
 
 AccessMode = Literal["login", "password", "localhost", "denied"]
 ACCESS_MODES: tuple[str, ...] = ("login", "password", "localhost", "denied")
@@ -177,25 +178,45 @@ def _read_password() -> str:
         first = getpass.getpass("Researcher password: ")
         second = getpass.getpass("Repeat it: ")
         if first != second:
-            raise SystemExit("The two passwords differ; nothing was printed.")
+            raise cli.CLIError(
+                "the two passwords differ; nothing was printed: run the command again"
+            )
         return first
     return sys.stdin.readline().rstrip("\r\n")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI entry point: ``python -m core.auth hash``."""
-    parser = argparse.ArgumentParser(
+    """CLI entry point: ``python -m core.auth hash``.
+
+    Args:
+        argv: the command-line arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        0 after printing a hash.
+
+    Raises:
+        core.cli.CLIError: ``--iterations`` below the minimum, a password that is too short,
+            or two entries that differ.
+    """
+    parser = cli.ArgumentParser(
         prog="python -m core.auth", description="Researcher password hashes for secrets.toml"
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{hash}")
     hash_cmd = sub.add_parser("hash", help="read a password, print its hash")
     hash_cmd.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS)
     args = parser.parse_args(argv)
+    if args.iterations < MIN_ITERATIONS:  # refused before the password is typed
+        raise cli.CLIError(
+            f"--iterations {args.iterations} is too low: use at least {MIN_ITERATIONS} "
+            f"(default {DEFAULT_ITERATIONS})"
+        )
 
     password = _read_password()
     if len(password) < MIN_PASSWORD_LENGTH:
-        print(f"The password needs at least {MIN_PASSWORD_LENGTH} characters.", file=sys.stderr)
-        return 2
+        raise cli.CLIError(
+            f"the password needs at least {MIN_PASSWORD_LENGTH} characters; nothing was printed: "
+            "run the command again with a longer one"
+        )
     stored = hash_password(password, iterations=args.iterations)
     print(stored)
     print(
@@ -206,4 +227,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli.run(main))

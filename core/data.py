@@ -343,12 +343,19 @@ def make_dataset(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m core.data list|download FLAG [--size N]``."""
-    import argparse
-    import sys
+    """``python -m core.data list|download FLAG [--size N]``.
 
-    p = argparse.ArgumentParser(prog="python -m core.data")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    Args:
+        argv: the command-line arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        0. An unknown flag or size raises ``ValueError`` and a failed download ``DataError``;
+        :func:`core.cli.run` reports either as one ``error:`` line.
+    """
+    from core import cli
+
+    p = cli.ArgumentParser(prog="python -m core.data")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="{list,download}")
     sub.add_parser("list", help="which dataset files are present under MEDMNIST_ROOT")
     d = sub.add_parser("download", help="download (or verify) one dataset file")
     d.add_argument("flag")
@@ -360,25 +367,24 @@ def main(argv: list[str] | None = None) -> int:
                 mark = "present" if row["present"] else "missing"
                 print(f"{row['flag']:18s} {row['size']:4d}  {mark:8s} {row['path']}")
         return 0
+    # an unknown flag or size is refused before a progress bar is drawn
+    name = info.file_name(args.flag, args.size)
+
     from tqdm import tqdm
 
-    bar = tqdm(unit="B", unit_scale=True, desc=info.file_name(args.flag, args.size))
+    with tqdm(unit="B", unit_scale=True, desc=name) as bar:
 
-    def progress(done: int, total: int) -> None:
-        bar.total = total or None
-        bar.n = done
-        bar.refresh()
+        def progress(done: int, total: int) -> None:
+            bar.total = total or None
+            bar.n = done
+            bar.refresh()
 
-    try:
         path = ensure_file(args.flag, args.size, download=True, progress=progress)
-    except (DataError, ValueError) as exc:
-        bar.close()
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    bar.close()
     print(path)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from core import cli
+
+    raise SystemExit(cli.run(main))

@@ -254,12 +254,23 @@ def promote(arms: Sequence[str] | None = None, root: Path | None = None) -> list
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    """``python -m core.experiments run|promote|list``.
+
+    Args:
+        argv: the command-line arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        0. Invalid seeds or epochs raise ``ValueError`` before any training starts, a damaged
+        staged run raises ``RegistryError``; :func:`core.cli.run` reports them in one line.
+    """
+    from core import cli
+
+    p = cli.ArgumentParser(
         prog="python -m core.experiments",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = p.add_subparsers(dest="cmd", required=True)
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="{run,promote,list}")
     r = sub.add_parser("run", help="train arms × seeds into staging (resumes)")
     r.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     r.add_argument("--seeds", nargs="+", type=int, default=list(DEFAULT_SEEDS))
@@ -274,14 +285,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{arm:14s} {spec['label']:32s} {spec['config']}")
         return 0
     if args.cmd == "run":
-        overrides = {"epochs": args.epochs, "min_epochs": 0} if args.epochs else None
+        # `--epochs 0` is an invalid value, not "no override"
+        overrides = {"epochs": args.epochs, "min_epochs": 0} if args.epochs is not None else None
+        for seed in args.seeds:  # every config is checked before hours of training start
+            for arm in args.arms:
+                try:
+                    arm_config(arm, seed, overrides)
+                except ValueError as exc:
+                    raise cli.CLIError(
+                        f"{arm} seed {seed}: {str(exc).rstrip('.')}; change --seeds or --epochs"
+                    ) from exc
         run_arms(args.arms, args.seeds, overrides=overrides)
         if args.promote:
             promote(args.arms)
         return 0
-    promote(args.arms)
+    if not promote(args.arms):
+        print(f"nothing to promote: no trained seeds in {staging_dir()}", file=sys.stderr)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from core import cli
+
+    sys.exit(cli.run(main))

@@ -947,19 +947,24 @@ def compute_alignment_run(
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     """CLI: ``python -m core.explain RUN_DIR [--n 100]`` writes the run's explain.json."""
-    import argparse
     import json
 
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("run_dir")
-    parser.add_argument("--n", type=int, default=100)
-    parser.add_argument("--steps", type=int, default=10)
+    from core import cli
+
+    parser = cli.ArgumentParser(prog="python -m core.explain", description=main.__doc__)
+    parser.add_argument("run_dir", help="run name in the registry, or path of a run directory")
+    parser.add_argument("--n", type=cli.positive_int, default=100, help="test samples to explain")
+    parser.add_argument("--steps", type=cli.positive_int, default=10, help="deletion-curve steps")
     args = parser.parse_args(argv)
-    result = compute_alignment_run(args.run_dir, n=args.n, steps=args.steps)
+    run = cli.check_run(args.run_dir)  # before minutes of saliency maps
+    result = compute_alignment_run(run, n=args.n, steps=args.steps)
     print(json.dumps(result, indent=1))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    from core import cli
+
+    raise SystemExit(cli.run(main))

@@ -841,19 +841,22 @@ def quantize_run(
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     """CLI: ``python -m core.quantize RUN_DIR [--modes dynamic int8 ...]``."""
-    import argparse
+    from core import cli
 
-    parser = argparse.ArgumentParser(description="Quantize a trained run and compare the modes.")
-    parser.add_argument("run_dir")
+    parser = cli.ArgumentParser(
+        prog="python -m core.quantize", description="Quantize a trained run and compare the modes."
+    )
+    parser.add_argument("run_dir", help="run name in the registry, or path of a run directory")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    parser.add_argument("--qat-epochs", type=int, default=1)
-    parser.add_argument("--qat-train-samples", type=int, default=None)
-    parser.add_argument("--max-file-bytes", type=int, default=DEFAULT_MAX_FILE_BYTES)
+    parser.add_argument("--qat-epochs", type=cli.non_negative_int, default=1)
+    parser.add_argument("--qat-train-samples", type=cli.positive_int, default=None)
+    parser.add_argument("--max-file-bytes", type=cli.positive_int, default=DEFAULT_MAX_FILE_BYTES)
     args = parser.parse_args(argv)
+    run = cli.check_run(args.run_dir)  # before minutes of converting
     result = quantize_run(
-        args.run_dir,
+        run,
         args.modes,
         qat_epochs=args.qat_epochs,
         qat_train_samples=args.qat_train_samples,
@@ -861,6 +864,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         progress=lambda msg: print(msg, flush=True),
     )
     print(format_table(result))
+    return 0
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -887,4 +891,6 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from core import cli
+
+    raise SystemExit(cli.run(main))

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 
+from core import cli
 from core.config import LR_SCHEDULES, MODEL_FAMILIES, TrainConfig
+
+# TrainConfig fields whose command-line flag is not ``--<field with dashes>``
+_FLAG_OF_FIELD = {"learning_rate": "--lr"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m core.train", description=__doc__)
+    p = cli.ArgumentParser(prog="python -m core.train", description=__doc__)
     p.add_argument("--dataset", required=True, help="MedMNIST flag, e.g. retinamnist")
     p.add_argument("--model", required=True, choices=MODEL_FAMILIES)
     p.add_argument("--size", type=int, default=28, help="image size of the data file")
@@ -45,7 +50,35 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _flag_error(exc: ValueError) -> cli.CLIError:
+    """A ``TrainConfig.validate`` error, worded for the command line: which flag to change.
+
+    ``validate`` names config fields (``epochs=-1 is invalid: …``) because the app and the job
+    queue share it; a command-line user needs the flag (``--epochs``).
+    """
+    text = str(exc)
+    field = re.match(r"(\w+)=", text)
+    if field and field.group(1) in TrainConfig.__dataclass_fields__:
+        name = field.group(1)
+        flag = _FLAG_OF_FIELD.get(name, "--" + name.replace("_", "-"))
+        return cli.CLIError(f"{text.rstrip('.')} (flag {flag}): change it and run again")
+    return cli.CLIError(f"{text.rstrip('.')}: change the flags and run again")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Train one run from command-line flags and print its val/test metrics and directory.
+
+    Args:
+        argv: the command-line arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        0 after a saved run.
+
+    Raises:
+        core.cli.CLIError: an invalid flag value, or a run name that is taken.
+        core.data.DataError: the dataset file is missing and cannot be downloaded.
+        core.training.TrainingDiverged: the loss became NaN (nothing is saved).
+    """
     args = build_parser().parse_args(argv)
     cfg = TrainConfig(
         dataset=args.dataset,
@@ -69,30 +102,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg.validate()
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise _flag_error(exc) from exc
 
     from tqdm import tqdm
 
     from core import data, registry, training
-    from core.data import DataError
 
     # a save killed mid-way (kill -9) leaves a scratch folder; those of live saves are kept
     for leftover in registry.clean_scratch(args.output):
         print(f"note: removed {leftover}, left by an interrupted save", file=sys.stderr)
     if cfg.name and (registry.root_dir(args.output) / cfg.name).exists():
-        print(
-            f"error: run {cfg.name!r} already exists in {registry.root_dir(args.output)}; "
-            "choose another --name",
-            file=sys.stderr,
+        raise cli.CLIError(
+            f"run {cfg.name!r} already exists in {registry.root_dir(args.output)}; "
+            "choose another --name"
         )
-        return 2
-    try:
-        # a user with internet gets a missing file downloaded (MD5-checked), as jobs do
-        data.ensure_file(cfg.dataset, cfg.size, download=True)
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    # a user with internet gets a missing file downloaded (MD5-checked), as jobs do
+    data.ensure_file(cfg.dataset, cfg.size, download=True)
 
     callbacks = []
     bar = None
@@ -112,9 +137,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         strategy = training.get_strategy(args.strategy)
         run_dir = training.run(cfg, output_root=args.output, callbacks=callbacks, strategy=strategy)
-    except (ValueError, DataError, registry.RegistryError, training.TrainingDiverged) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     finally:
         if bar is not None:
             bar.close()
@@ -127,4 +149,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))
