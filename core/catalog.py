@@ -18,7 +18,6 @@ TensorFlow, no Streamlit: the Home page uses this module.
 
 from __future__ import annotations
 
-import argparse
 import getpass
 import math
 import os
@@ -270,7 +269,7 @@ def _login() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m core.catalog", description=__doc__)
+    parser = cli.ArgumentParser(prog="python -m core.catalog", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="every run with its status, default run first")
     p = sub.add_parser("promote", help="mark a run as a reference run")
