@@ -197,5 +197,5 @@ def test_train_missing_data_file_explains(tmp_path):
 
 def test_evaluate_bad_run_dir(tmp_path):
     out = _cli("core.evaluate", str(tmp_path / "nothing"), env=_env(tmp_path), timeout=120)
-    assert out.returncode == 1
+    assert out.returncode == 2  # core.cli: every user error exits 2
     assert "no run at" in out.stderr and "Traceback" not in out.stderr
