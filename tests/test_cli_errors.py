@@ -253,8 +253,6 @@ ROWS = [
         ("cancel", "999", "--db", "{base}/fresh.db"),
         ("999",),
         debug=False,
-        xfail="core.jobs cancel of a job id that does not exist prints 'not active' on stdout "
-        "with exit 1, not an error line (core/jobs.py is the job-queue change's file)",
     ),
 ]
 
