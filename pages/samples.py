@@ -138,8 +138,9 @@ def _caption(i: int) -> str:
     return text
 
 
-cols = st.columns(COLUMNS)
 for slot, i in enumerate(page_indices):
+    if slot % COLUMNS == 0:  # one row of columns per montage row: a two-line caption
+        cols = st.columns(COLUMNS)  # then pushes down only its own row, not one column
     with cols[slot % COLUMNS]:
         st.image(
             _thumb(int(i)),
