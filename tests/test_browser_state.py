@@ -1,0 +1,214 @@
+"""Real-browser checks of widget state: what the sidebar SHOWS after links and switches.
+
+AppTest (tests/test_app_state.py) sees what the script uses; only a browser shows whether the
+page tells the browser about it (a stale combobox label was the symptom of issue 17, items 12
+and 13). One ``streamlit run`` serves this module with its own registry of random-weight runs
+on the real MedMNIST files; its log is read for Streamlit's "created with a default value but
+also had its value set via the Session State API" warning (issue 16), which Streamlit logs
+once per server process, so this module needs a server of its own. Screenshots go to
+``test-artifacts/browser/state_*.png``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from app_helpers import CHROMIUM, CHROMIUM_ARGS, make_run, streamlit_server, wait_idle
+from conftest import real_root, require_real_file
+from test_browser import SHOTS, assert_no_error_shown, choose, open_page
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+DUPLICATE_WARNING = "created with a default value but also had its value set"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
+    require_real_file("retinamnist")
+    require_real_file("adrenalmnist3d")
+    require_real_file("adrenalmnist3d", 64)
+    tmp = tmp_path_factory.mktemp("browser_state")
+    registry = tmp / "registry"
+    env = {
+        "MEDMNIST_ROOT": str(real_root()),
+        "TRAINED_MODELS_DIR": str(registry),
+        "JOBS_DB": str(tmp / "jobs.sqlite"),
+        "JOBS_WORKER_AUTOSTART": "0",
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        runs = {
+            "retina": make_run(registry, "retinamnist", "cnn2d", seed=0).name,
+            "retina_aug": make_run(registry, "retinamnist", "cnn2d", seed=1, augment=True).name,
+            "adrenal": make_run(registry, "adrenalmnist3d", "cnn3d", seed=2).name,
+        }
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    log = SHOTS / "state_server.log"
+    with streamlit_server(env, log) as url:
+        yield {"url": url, "env": env, "runs": runs, "log": log}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture()
+def page(browser):
+    context = browser.new_context(viewport={"width": 1500, "height": 1900}, accept_downloads=True)
+    pg = context.new_page()
+    yield pg
+    context.close()
+
+
+def shown(page, key: str) -> str:
+    """The text a selectbox or number input shows right now."""
+    return page.locator(f".st-key-{key} input").first.input_value()
+
+
+def checked(page, key: str) -> str:
+    """The label of the checked option of a radio group."""
+    return page.locator(f".st-key-{key} label:has(input:checked)").first.inner_text().strip()
+
+
+def set_number(page, key: str, value: int) -> None:
+    box = page.locator(f".st-key-{key} input").first
+    box.fill(str(value))
+    box.press("Enter")
+    wait_idle(page)
+
+
+def test_links_set_widgets_one_way(server, page):
+    runs = server["runs"]
+    links = [
+        ("gradcam", f"?run={runs['retina']}&split=val&index=3", {"gradcam_index": "3"}),
+        ("gradcam", f"?run={runs['adrenal']}&split=val&index=4", {"gradcam_index": "4"}),
+        (
+            "volume",
+            f"?dataset=adrenalmnist3d&size=28&split=val&index=4&run={runs['adrenal']}",
+            {"volume_index": "4"},
+        ),
+        ("samples", "?dataset=retinamnist&size=28&split=val&index=4", {}),
+        ("experiments", f"?run={runs['adrenal']}", {}),
+    ]
+    for path, query, numbers in links:
+        open_page(page, server, path, query)
+        assert_no_error_shown(page)
+        for key, value in numbers.items():
+            assert shown(page, key) == value, (path, query)
+        split_key = {"gradcam": "gradcam_split", "volume": "volume_split"}.get(path)
+        if split_key:
+            assert checked(page, split_key) == "val", (path, query)
+    assert runs["adrenal"] in shown(page, "experiments_run")
+    page.screenshot(path=str(SHOTS / "state_links_experiments.png"), full_page=True)
+    log = server["log"].read_text(errors="replace")
+    assert DUPLICATE_WARNING not in log, log[log.find(DUPLICATE_WARNING) - 200 :][:1500]
+
+
+def header(page) -> str:
+    return next(t for t in page.inner_text("body").splitlines() if "predicted:" in t)
+
+
+def test_gradcam_target_class_follows_model_and_sample(server, page):
+    """Issue 17 item 12: header, target picker, heatmap and download name one class."""
+    runs = server["runs"]
+    open_page(page, server, "gradcam", f"?run={runs['adrenal']}")
+    choose(page, "gradcam_run", runs["retina_aug"])
+    set_number(page, "gradcam_index", 9)
+    choose(page, "gradcam_run", runs["adrenal"])
+    choose(page, "gradcam_run", runs["retina"])
+    target = shown(page, "gradcam_target")
+    predicted = re.search(r"predicted: \*?\*?([^(]+?) \(", header(page)).group(1)
+    assert target.endswith("· predicted"), target
+    assert re.match(rf"\d+: {re.escape(predicted)} \(", target), (target, header(page))
+    assert "hyperplasia" not in target and "normal" not in target  # RetinaMNIST labels
+    k = int(target.split(":")[0])
+    with page.expect_download() as download:
+        page.locator("[data-testid=stDownloadButton] button").first.click()
+    assert download.value.suggested_filename == f"{runs['retina']}_test9_gradcam_class{k}.png"
+    page.screenshot(path=str(SHOTS / "state_gradcam_target.png"), full_page=True)
+
+    # a class picked by hand is named in the header and the file, and ends with the sample
+    other = (k + 1) % 5
+    choose(page, "gradcam_target", f"{other}: ")
+    assert f"Heatmaps explain class {other}:" in page.inner_text("body")
+    assert "not the predicted class" in page.inner_text("body")
+    with page.expect_download() as download:
+        page.locator("[data-testid=stDownloadButton] button").first.click()
+    assert download.value.suggested_filename.endswith(f"_class{other}.png")
+    set_number(page, "gradcam_index", 10)
+    assert shown(page, "gradcam_target").endswith("· predicted")
+    assert "· the predicted class" in page.inner_text("body")
+    assert_no_error_shown(page)
+
+
+def test_dataset_switch_updates_sidebar_pickers(server, page):
+    """Issue 17 item 13: size and model pickers show the new dataset's choices."""
+    runs = server["runs"]
+    open_page(page, server, "samples")
+    choose(page, "samples_dataset_flag", "adrenalmnist3d")
+    choose(page, "samples_run", runs["adrenal"])
+    choose(page, "samples_dataset_flag", "retinamnist")
+    assert shown(page, "samples_dataset_size") == "28×28 px"
+    model = shown(page, "samples_run")
+    assert runs["retina"] in model or runs["retina_aug"] in model, model
+    assert "RetinaMNIST" in page.inner_text("body")
+    page.screenshot(path=str(SHOTS / "state_samples_switch.png"), full_page=True)
+
+    open_page(page, server, "experiments", f"?run={runs['retina_aug']}")
+    assert runs["retina_aug"] in shown(page, "experiments_run")
+    choose(page, "experiments_dataset", "adrenalmnist3d")
+    assert runs["adrenal"] in shown(page, "experiments_run")
+    page.screenshot(path=str(SHOTS / "state_experiments_switch.png"), full_page=True)
+    assert_no_error_shown(page)
+
+
+def test_montage_thumbnails_have_one_size(server, page):
+    """Issue 17 item 14: at 64³ a long caption must not draw its thumbnail larger."""
+    open_page(page, server, "samples")
+    if "adrenalmnist3d" not in shown(page, "samples_dataset_flag"):
+        choose(page, "samples_dataset_flag", "adrenalmnist3d")
+    choose(page, "samples_dataset_size", "64")
+    assert shown(page, "samples_dataset_size") == "64³ voxels"
+    montage = page.locator("[data-testid=stImage] img")
+    captions = page.locator("[data-testid=stImageCaption]").all_inner_texts()[:24]
+    assert any("hyperplasia" in c for c in captions) and any("normal" in c for c in captions)
+    sizes = {
+        (round(box["width"]), round(box["height"]))
+        for box in (img.bounding_box() for img in montage.all()[:24])
+    }
+    page.screenshot(path=str(SHOTS / "state_montage_64.png"), full_page=True)
+    assert len(sizes) == 1, f"thumbnails drawn at different sizes: {sorted(sizes)}"
+
+
+def test_3d_viewer_link_keeps_sample_and_slices_count_from_one(server, page):
+    """Issue 17 items 16 and 19: the link opens this sample; slider and caption agree."""
+    runs = server["runs"]
+    open_page(page, server, "gradcam", f"?run={runs['adrenal']}&index=22")
+    page.get_by_text("Open the 3D viewer").click()
+    wait_idle(page)
+    page.get_by_role("heading", name="3D volume viewer").first.wait_for(timeout=30_000)
+    assert "index=22" in page.url and f"run={runs['adrenal']}" in page.url
+    assert shown(page, "volume_index") == "22"
+    assert "test sample #22" in page.inner_text("body")
+    assert runs["adrenal"] in shown(page, "volume_run")
+    captions = page.locator("[data-testid=stImageCaption]").all_inner_texts()
+    value = page.locator(".st-key-volume_slice_0 [data-testid=stSliderThumbValue]").inner_text()
+    assert f"Axial (z) {value}/28" in captions, (value, captions)
+    page.screenshot(path=str(SHOTS / "state_volume_from_link.png"), full_page=True)
+    assert_no_error_shown(page)
+
+    open_page(page, server, "gradcam", f"?run={runs['adrenal']}&index=22")
+    page.locator(".st-key-gradcam_slice [data-testid=stSlider]").wait_for(timeout=60_000)
+    slider = page.locator(".st-key-gradcam_slice").inner_text()
+    assert "1–28" in slider and "15" in slider
+    assert "Overlay · axial slice 15/28" in page.inner_text("body")
