@@ -156,7 +156,7 @@ with w.guard("running the model"):
             "../pages/volume.py",
             label="Open the 3D viewer",
             icon=":material/view_in_ar:",
-            # the viewer opens on this very sample, model and class context
+            # the viewer opens on this very sample and model
             query_params={
                 "dataset": flag,
                 "size": size,
@@ -171,12 +171,14 @@ with w.guard("running the model"):
         st.subheader(title)
         cols = st.columns(3)
         where = "" if slice_index is None else f" · axial slice {slice_index + 1}/{x.shape[0]}"
+        # the file says what it shows: run, sample, (slice,) method and the class explained
+        slice_file = "" if slice_index is None else f"_slice{slice_index + 1}"
         for col, caption in zip(cols, ("Original", "Heatmap", "Overlay"), strict=True):
             col.image(pictures[caption.lower()], caption=caption + where, width="stretch")
         st.download_button(
             f"Download the {title} overlay of class {target}: {target_name} (PNG)",
             data=w.png_bytes(pictures["overlay_full"]),
-            file_name=f"{run['name']}_{origin_file}_{method}_class{target}.png",
+            file_name=f"{run['name']}_{origin_file}{slice_file}_{method}_class{target}.png",
             mime="image/png",
             key=f"gradcam_download_{method}",
             icon=":material/download:",

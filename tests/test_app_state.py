@@ -196,6 +196,12 @@ def test_gradcam_download_file_names_the_class(env, monkeypatch):
     goto(at, "gradcam", {"run": env["runs"]["retina"], "split": "val", "index": 5})
     at.selectbox(key="gradcam_target").set_value(4).run()
     assert names[-1] == f"{env['runs']['retina']}_val5_gradcam_class4.png"
+    # a 3D overlay is one slice: the file says which
+    goto(at, "samples")
+    goto(at, "gradcam", {"run": env["runs"]["adrenal"], "index": 1})
+    at.slider(key="gradcam_slice").set_value(7).run()
+    k = at.selectbox(key="gradcam_target").value
+    assert names[-1] == f"{env['runs']['adrenal']}_test1_slice7_gradcam_class{k}.png"
 
 
 # ------------------------------------------------------------------------------------------
