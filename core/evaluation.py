@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
 from typing import Any
 
 import numpy as np
@@ -112,10 +114,64 @@ def report(
     return out
 
 
+# model -> its compiled forward pass. Weak keys, and the function reaches its model only through
+# a weak reference, so an evicted model (the app caches a few) is freed with its function.
+_PREDICT_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_PREDICT_LOCK = threading.Lock()
+
+
+def _compiled_forward(model: Any) -> Any:
+    """``model(x, training=False)`` as one concrete ``tf.function`` per model (built once).
+
+    ``keras.Model.predict`` builds a data adapter and a new predict function on every call:
+    ~40 ms of CPU and 30-70 kB of memory that is never given back (measured with tf-keras
+    2.21; a server predicting once per page grew without bound). A concrete function with a
+    fixed input signature (any batch size) is traced once and then costs ~2 ms per call.
+    """
+    import tensorflow as tf
+
+    with _PREDICT_LOCK:
+        fn = _PREDICT_FNS.get(model)
+        if fn is None:
+            ref = weakref.ref(model)
+
+            def forward(batch: tf.Tensor) -> tf.Tensor:
+                return ref()(batch, training=False)
+
+            spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
+            fn = tf.function(forward, input_signature=[spec]).get_concrete_function()
+            _PREDICT_FNS[model] = fn
+        return fn
+
+
 def predict(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Probabilities of a Keras model, or of a TFLite runner's ``predict(x)``, as float64."""
+    """Probabilities of a Keras model, or of a TFLite runner's ``predict(x)``, as float64.
+
+    Keras models run through one compiled forward pass per model (see ``_compiled_forward``),
+    in batches of ``batch_size``: the same outputs as ``model.predict`` without its per-call
+    cost. Models built under a distribution strategy (training) keep ``model.predict``, which
+    knows how to run on the strategy's replicas.
+
+    Args:
+        model: A tf-keras model, or any object with ``predict(x) -> scores``.
+        x: Batch of model inputs (batch axis first).
+        batch_size: Samples per forward pass (Keras models only).
+
+    Returns:
+        Scores ``(N, classes)`` as float64.
+    """
     import tf_keras as keras
 
-    if isinstance(model, keras.Model):
+    if not isinstance(model, keras.Model):
+        return np.asarray(model.predict(x), dtype=np.float64)
+    if getattr(model, "_distribution_strategy", None) is not None:
         return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
-    return np.asarray(model.predict(x), dtype=np.float64)
+    import tensorflow as tf
+
+    arr = np.asarray(x, dtype=np.float32)
+    if len(arr) == 0:
+        return np.zeros((0, *model.output_shape[1:]), dtype=np.float64)
+    fn = _compiled_forward(model)
+    step = max(1, int(batch_size))
+    out = [fn(tf.constant(arr[i : i + step])).numpy() for i in range(0, len(arr), step)]
+    return np.concatenate(out).astype(np.float64)
