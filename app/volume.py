@@ -15,11 +15,15 @@ This module imports neither TensorFlow nor (at import time) PyVista.
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -211,6 +215,71 @@ def pyvista_scene_html(
                 f"the PyVista renderer exited with code {proc.returncode}: {' | '.join(tail)}"
             )
         return dst.read_text(encoding="utf-8")
+
+
+# Built scenes are kept as files, not in memory: a scene is ~1.9 MB of HTML, and st.iframe given
+# an HTML *string* first tries it as a URL (urllib.parse.urlsplit, whose lru_cache of 128
+# entries then pins two copies of every distinct scene: ~3.7 MB each, never given back before
+# the 128th). st.iframe given a Path reads the file without that. Cached in memory too
+# (st.cache_data), each scene also kept a pickled copy. Files are keyed by content and the
+# newest SCENE_FILES are kept (~90 MB of disk at most), in a folder removed at exit.
+SCENE_FILES = 48
+_scene_dir: Path | None = None
+_scene_lock = threading.Lock()
+
+
+def _scene_folder() -> Path:
+    global _scene_dir
+    with _scene_lock:
+        if _scene_dir is None or not _scene_dir.is_dir():
+            _scene_dir = Path(tempfile.mkdtemp(prefix="medmnist-scenes-"))
+            atexit.register(shutil.rmtree, _scene_dir, True)
+        return _scene_dir
+
+
+def cached_scene_file(
+    volume: np.ndarray, cam: np.ndarray | None, opts: SceneOptions
+) -> Path | None:
+    """The HTML file of a scene built before in this process, or None (then build it)."""
+    path = _scene_folder() / f"{scene_key(volume, cam, opts)}.html"
+    try:
+        os.utime(path)  # most recently used: pruned last
+    except OSError:
+        return None
+    return path
+
+
+def scene_file(
+    volume: np.ndarray, cam: np.ndarray | None, opts: SceneOptions, keep: int = SCENE_FILES
+) -> Path:
+    """The scene's standalone HTML as a file (built by ``pyvista_scene_html`` on a miss).
+
+    Args:
+        volume: ``(D, H, W)`` or ``(D, H, W, 1)``, uint8 or float in [0, 1].
+        cam: Optional Grad-CAM volume of the same spatial shape, in [0, 1].
+        opts: What to draw.
+        keep: Scene files kept; the least recently used beyond this are deleted.
+
+    Returns:
+        Path of the HTML file (pass it to ``st.iframe``).
+
+    Raises:
+        RuntimeError: the renderer failed (see ``pyvista_scene_html``).
+    """
+    cached = cached_scene_file(volume, cam, opts)
+    if cached is not None:
+        return cached
+    folder = _scene_folder()
+    path = folder / f"{scene_key(volume, cam, opts)}.html"
+    html = pyvista_scene_html(volume, cam, opts)
+    tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
+    tmp.write_text(html, encoding="utf-8")
+    os.replace(tmp, path)  # atomic: a concurrent reader sees no half-written scene
+    files = sorted(folder.glob("*.html"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in files[max(1, keep) :]:
+        with contextlib.suppress(OSError):
+            old.unlink()
+    return path
 
 
 def plotly_scene(volume: np.ndarray, cam: np.ndarray | None, opts: SceneOptions):

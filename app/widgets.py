@@ -582,12 +582,19 @@ def slice_picture(
     return upscale(explain.overlay_slice(volume, cam, axis, index, alpha=alpha, cmap=cmap), side)
 
 
-@st.cache_data(max_entries=24, show_spinner="Building the 3D scene…")
-def scene_html(volume: np.ndarray, cam: np.ndarray | None, _opts: Any, opts_key: str = "") -> str:
-    """PyVista scene HTML from the child renderer, cached per content and options."""
+def scene_html(volume: np.ndarray, cam: np.ndarray | None, _opts: Any, opts_key: str = "") -> Path:
+    """The PyVista scene's HTML *file* (for ``st.iframe``), built by the child renderer once.
+
+    Not ``st.cache_data``: scenes are cached as files (``app.volume.scene_file``), because an
+    HTML string handed to ``st.iframe`` stays pinned in urllib's URL cache (~3.7 MB a scene).
+    """
     from app import volume as v3d
 
-    return v3d.pyvista_scene_html(volume, cam, _opts)
+    cached = v3d.cached_scene_file(volume, cam, _opts)
+    if cached is not None:
+        return cached
+    with st.spinner("Building the 3D scene…"):
+        return v3d.scene_file(volume, cam, _opts)
 
 
 def _display_base(image: np.ndarray, max_side: int = 512) -> np.ndarray:
