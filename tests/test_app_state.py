@@ -300,3 +300,19 @@ def test_slice_sliders_and_captions_count_alike(env):
     at.slider(key="gradcam_slice").set_value(7).run()
     captions = [c for img in at.image for c in img.captions]
     assert "Overlay · axial slice 7/28" in captions, captions
+
+
+def test_bad_link_values_fall_back_to_defaults(env):
+    """A hand-edited or stale link never breaks a page: impossible values become defaults."""
+    runs = env["runs"]
+    at = start()
+    goto(at, "gradcam", {"run": "no-such-run", "split": "holdout", "index": "99999"})
+    assert at.selectbox(key="gradcam_run").index == 0  # the default run
+    assert at.radio(key="gradcam_split").value == "test"
+    assert at.number_input(key="gradcam_index").value == 0
+    goto(at, "volume", {"dataset": "adrenalmnist3d", "size": "65", "index": "-3", "split": "x"})
+    assert at.selectbox(key="volume_dataset_size").value == 28
+    assert at.number_input(key="volume_index").value == 0
+    assert at.radio(key="volume_split").value == "test"
+    goto(at, "samples", {"dataset": "adrenalmnist3d", "index": "abc", "run": runs["retina"]})
+    assert at.selectbox(key="samples_run").value == runs["adrenal"]  # a retina run is no choice
