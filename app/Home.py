@@ -30,7 +30,7 @@ st.set_page_config(
 )
 
 
-@st.cache_resource(show_spinner=False)
+@st.cache_resource(max_entries=1, show_spinner=False)  # no arguments: one entry per server
 def _start_worker() -> str:
     """Start the local training worker once per server process (not per session)."""
     from core import jobs

@@ -107,7 +107,10 @@ def read_json(path: str | Path) -> Any:
         return None
 
 
-@st.cache_data(ttl=5, show_spinner=False)
+# Cache bounds (issue 16: a server up all day must not grow): every cache below has
+# max_entries, and the ones holding arrays also a ttl so an idle server drops them. The numbers
+# are sized for this app's use (a handful of registries/models, 8-12 concurrent reviewers).
+@st.cache_data(ttl=5, max_entries=4, show_spinner=False)  # one registry root in practice
 def runs(root: str | None = None) -> list[dict[str, Any]]:
     """Every run in the registry, the default first (cheap: JSON only, no TensorFlow).
 
@@ -129,7 +132,7 @@ def runs(root: str | None = None) -> list[dict[str, Any]]:
     return catalog.order_runs(out)
 
 
-@st.cache_data(ttl=30, show_spinner=False, max_entries=64)
+@st.cache_data(ttl=30, show_spinner=False, max_entries=64)  # small JSON files
 def run_file(run_path: str, name: str) -> Any:
     """``history.json``, ``evaluation.json``, ``quantized/results.json`` ... of a run, or None."""
     return read_json(Path(run_path) / name)
@@ -243,7 +246,7 @@ def _is_3d_safe(flag: str) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-@st.cache_data(ttl=10, show_spinner=False)
+@st.cache_data(ttl=10, max_entries=1, show_spinner=False)  # no arguments: one entry
 def local_status() -> list[dict[str, Any]]:
     from core import data
 
@@ -302,7 +305,8 @@ def split_ui(*, key: str, container: Any = st, default: str = "test") -> str:
     return container.radio("Split", list(info.SPLITS), key=key, horizontal=True)
 
 
-@st.cache_data(max_entries=6, show_spinner="Loading images…")
+# 6 splits: the test splits of the datasets in use; ~7 MB each at 28 px (3D), ~80 MB for 64³
+@st.cache_data(max_entries=6, ttl=3600, show_spinner="Loading images…")
 def raw_split(flag: str, split: str, size: int) -> tuple[np.ndarray, np.ndarray]:
     """uint8 images as stored and int64 labels ``(N, L)``."""
     from core import data
@@ -310,7 +314,7 @@ def raw_split(flag: str, split: str, size: int) -> tuple[np.ndarray, np.ndarray]
     return data.load_raw_split(flag, split, size)
 
 
-@st.cache_data(max_entries=6, show_spinner="Loading images…")
+@st.cache_data(max_entries=6, ttl=3600, show_spinner="Loading images…")  # float32: 4x raw
 def model_split(flag: str, split: str, size: int) -> tuple[np.ndarray, np.ndarray]:
     """float32 channels-last images in [0, 1] and labels, as the models take them."""
     from core import data
@@ -323,6 +327,7 @@ def model_split(flag: str, split: str, size: int) -> tuple[np.ndarray, np.ndarra
 # --------------------------------------------------------------------------------------------
 
 
+# 4 models (~1-60 MB each); no ttl: reloading a VGG16 costs seconds of a user's time
 @st.cache_resource(max_entries=4, show_spinner="Loading the model…")
 def load_model(run_path: str):
     """The run's Keras model, shared by every session (inference only, so thread-safe)."""
@@ -338,7 +343,7 @@ def prepare(run: dict, x: np.ndarray) -> np.ndarray:
     return models.prepare_input(run["config"].get("model"), x)
 
 
-@st.cache_data(max_entries=16, show_spinner="Predicting…")
+@st.cache_data(max_entries=16, ttl=3600, show_spinner="Predicting…")  # (N, classes) floats
 def predictions(run_path: str, split: str) -> np.ndarray:
     """Probabilities of a run's model on a whole split, cached per (run, split)."""
     from core import evaluation
@@ -516,7 +521,8 @@ CAM_METHODS = {"Grad-CAM": "gradcam", "Grad-CAM++": "gradcam++"}
 COLORMAPS = ("jet", "turbo", "inferno", "magma", "viridis", "hot")
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
+# 64 maps ≈ 8 reviewers x 4 samples x 2 methods; ≤ 88 kB each at 28³ (1 MB at 64³)
+@st.cache_data(max_entries=64, ttl=3600, show_spinner=False)
 def heatmap(run_path: str, x: np.ndarray, method: str, class_index: int | None) -> np.ndarray:
     """Grad-CAM map of one model input ``x`` (no batch axis), spatial shape of ``x``."""
     from core import explain
@@ -525,7 +531,7 @@ def heatmap(run_path: str, x: np.ndarray, method: str, class_index: int | None) 
     return explain.grad_cam(model, x[None], class_index=class_index, method=method)[0]
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
+@st.cache_data(max_entries=64, ttl=3600, show_spinner=False)  # a few floats each
 def probabilities(run_path: str, x: np.ndarray) -> np.ndarray:
     """Class probabilities of one model input ``x`` (no batch axis)."""
     from core import evaluation
@@ -655,7 +661,7 @@ def alignment(x: np.ndarray, cams: dict[str, np.ndarray], flag: str) -> dict | N
     }
 
 
-@st.cache_resource(max_entries=8, show_spinner="Loading the TFLite model…")
+@st.cache_resource(max_entries=8, show_spinner="Loading the TFLite model…")  # ≤ 8 variants
 def tflite_model(path: str):
     """A shared, thread-safe TFLite interpreter for a ``quantized/<mode>.tflite`` file."""
     from core.tflite_runner import TFLiteModel
@@ -663,7 +669,7 @@ def tflite_model(path: str):
     return TFLiteModel(path)
 
 
-@st.cache_data(max_entries=32, show_spinner="Computing occlusion maps…")
+@st.cache_data(max_entries=32, ttl=3600, show_spinner="Computing occlusion maps…")  # 2 maps
 def occlusion_pair(run_path: str, mode: str, x: np.ndarray, target: int) -> dict[str, Any]:
     """Occlusion maps of the float model and one quantized variant, and their correlation."""
     from core import explain

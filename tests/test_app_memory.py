@@ -238,3 +238,23 @@ def test_soak_memory_levels_off(soak_env, monkeypatch):
         f"RSS grows {slope_kb:.0f} kB per interaction after warm-up ({growth:+.1f} MB over "
         f"{len(points)} interactions); bound {MAX_KB_PER_INTERACTION} kB"
     )
+
+
+def test_every_app_cache_is_bounded():
+    """Each st.cache_data / st.cache_resource in the app has max_entries (issue 16)."""
+    import ast
+
+    unbounded = []
+    for path in sorted([*(ROOT / "app").glob("*.py"), *(ROOT / "pages").glob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for deco in node.decorator_list:
+                target = deco.func if isinstance(deco, ast.Call) else deco
+                name = ast.unparse(target)
+                if name.endswith(("cache_data", "cache_resource")):
+                    call = isinstance(deco, ast.Call)
+                    keywords = {k.arg for k in deco.keywords} if call else set()
+                    if "max_entries" not in keywords:
+                        unbounded.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert not unbounded, f"caches without max_entries: {unbounded}"
