@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -201,6 +202,8 @@ async def user(browser, url: str, kind: Kind, interactions: int, tally: Tally, d
     context = await browser.new_context(viewport={"width": 1400, "height": 1100})
     try:
         page = await context.new_page()
+        # Under load a rerun can take longer than Playwright's 30 s default.
+        page.set_default_timeout(120_000)
         await page.add_init_script(OBSERVER_JS)
         index = kind.samples.next()
         start = time.perf_counter()
@@ -252,6 +255,10 @@ async def user(browser, url: str, kind: Kind, interactions: int, tally: Tally, d
                     done()
             except Exception as exc:  # noqa: BLE001
                 tally.errors.append(f"interaction {i}: {type(exc).__name__}: {str(exc)[:120]}")
+                shot = REPO / "test-artifacts" / f"app-load-error-{time.time():.0f}.png"
+                with contextlib.suppress(Exception):
+                    await page.screenshot(path=str(shot), full_page=True)
+                    tally.errors[-1] += f" (screenshot {shot.name})"
                 return
         await _check_errors(page, tally, "interactions")
     finally:
