@@ -143,7 +143,9 @@ with w.guard("running the model"):
     if three_d:
         depth = x.shape[0]
         # slices are numbered from 1 for people, as in the captions and the 3D viewer
-        state.follow("gradcam_slice", range(1, depth + 1), depth // 2 + 1)
+        state.follow(
+            "gradcam_slice", range(1, depth + 1), depth // 2 + 1, parent=depth, keep_valid=False
+        )
         slice_number = st.slider(
             f"Axial slice (1–{depth})",
             1,

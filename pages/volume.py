@@ -164,7 +164,10 @@ def slice_viewer(volume: np.ndarray, cam: np.ndarray | None) -> None:
     # slices are numbered from 1 for people: slider, caption and Grad-CAM page agree
     numbers = []
     for name, axis, n in planes:
-        state.follow(f"volume_slice_{axis}", range(1, n + 1), n // 2 + 1)
+        # another volume size starts again in the middle (slice 15 of 28 is not the middle of 64)
+        state.follow(
+            f"volume_slice_{axis}", range(1, n + 1), n // 2 + 1, parent=n, keep_valid=False
+        )
         numbers.append(st.slider(f"{name} slice", 1, n, key=f"volume_slice_{axis}"))
     with w.Timer() as timer:
         pictures = [

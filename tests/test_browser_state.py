@@ -206,6 +206,11 @@ def test_3d_viewer_link_keeps_sample_and_slices_count_from_one(server, page):
     assert f"Axial (z) {value}/28" in captions, (value, captions)
     page.screenshot(path=str(SHOTS / "state_volume_from_link.png"), full_page=True)
     assert_no_error_shown(page)
+    # another volume size starts again in the middle slice, on slider and caption alike
+    choose(page, "volume_dataset_size", "64")
+    captions = page.locator("[data-testid=stImageCaption]").all_inner_texts()
+    value = page.locator(".st-key-volume_slice_0 [data-testid=stSliderThumbValue]").inner_text()
+    assert value == "33" and "Axial (z) 33/64" in captions, (value, captions)
 
     open_page(page, server, "gradcam", f"?run={runs['adrenal']}&index=22")
     page.locator(".st-key-gradcam_slice [data-testid=stSlider]").wait_for(timeout=60_000)
