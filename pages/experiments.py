@@ -191,7 +191,7 @@ with roc_tab, w.guard("drawing the ROC curves"):
                 x=curve["fpr"],
                 y=curve["tpr"],
                 mode="lines",
-                name=f"{curve['label']} (AUC {curve['auc']:.3f})",
+                name=f"{info.display_label(flag, curve['label'])} (AUC {curve['auc']:.3f})",
             )
         fig.update_layout(
             xaxis_title="false-positive rate",
@@ -207,7 +207,8 @@ with confusion_tab, w.guard("drawing the confusion matrix"):
     if not matrix:
         st.info("No confusion matrix (multi-label tasks have none; see per-class metrics).")
     else:
-        names = (evaluation.get("labels") or info.label_names(flag))[: len(matrix)]
+        stored = evaluation.get("labels") or info.label_names(flag)
+        names = [info.display_label(flag, n) for n in stored][: len(matrix)]
         m = np.asarray(matrix, dtype=float)
         normalise = st.toggle("Normalise rows (recall per true class)", key="experiments_norm")
         shown = m / np.maximum(m.sum(axis=1, keepdims=True), 1) if normalise else m
@@ -235,4 +236,5 @@ with per_class_tab, w.guard("showing per-class metrics"):
     if not rows:
         st.info("This run has no per-class metrics in evaluation.json.")
     else:
-        st.dataframe(pd.DataFrame(rows), hide_index=True, key="experiments_per_class")
+        named = [{**r, "label": info.display_label(flag, r.get("label", ""))} for r in rows]
+        st.dataframe(pd.DataFrame(named), hide_index=True, key="experiments_per_class")

@@ -59,6 +59,26 @@ def test_sample_browser_shows_grade_names(tmp_path):
         assert "Moderate" in shown or "No DR" in shown, shown[:500]
 
 
+def test_experiments_page_names_grades_of_runs_stored_with_bare_numbers(monkeypatch):
+    """The shipped RetinaMNIST runs stored "0".."4" in evaluation.json (ROC, confusion,
+    per-class rows); the page shows the grade names."""
+    monkeypatch.delenv("TRAINED_MODELS_DIR", raising=False)
+    stored = registry.read_json(registry.resolve_run("cnn2d_aug"), "evaluation.json")
+    assert stored["labels"] == ["0", "1", "2", "3", "4"]  # what makes this test meaningful
+    at = open_page("experiments")
+    at.selectbox(key="experiments_dataset").set_value("retinamnist").run()
+    at.selectbox(key="experiments_run").set_value("cnn2d_aug").run()
+    assert not at.exception, [e.value for e in at.exception]
+    traces = [t for chart in at.get("plotly_chart") for t in json.loads(chart.proto.spec)["data"]]
+    roc_names = [t["name"] for t in traces if str(t.get("name", "")).endswith(")")]
+    assert any(n.startswith("Proliferative DR (AUC") for n in roc_names), roc_names
+    heat = next(t for t in traces if t.get("type") == "heatmap")
+    assert list(heat["x"]) == [f"pred {g}" for g in DR_GRADES]
+    assert list(heat["y"]) == [f"true {g}" for g in DR_GRADES]
+    per_class = at.dataframe[-1].value
+    assert list(per_class["label"]) == DR_GRADES
+
+
 # ------------------------------------------------------------------------------------------
 # Item 19: Quantization page
 # ------------------------------------------------------------------------------------------
