@@ -9,7 +9,8 @@ that job only. See docs/jobs.md for the design and the failure modes it handles.
 This module is a thin facade (like huey's ``api.py``): every name below is defined in one of
 
 - ``params``   — type and range checks of a job's ``TrainConfig`` fields (:func:`check_params`);
-- ``store``    — the SQLite queue (:class:`JobStore`, :class:`JobStoreError`, the schema);
+- ``schema``   — statuses, the tables, the :class:`Job` row type;
+- ``store``    — the SQLite queue (:class:`JobStore`, :class:`JobStoreError`);
 - ``settings`` — the settings a worker runs with, compared with the app's;
 - ``worker``   — the worker lock, liveness (:func:`worker_status`), :func:`spawn_worker`, and
   the :class:`Worker` loop;
@@ -49,16 +50,8 @@ from core.jobs.params import (
     ParamCheck,
     check_params,
 )
-from core.jobs.store import (
-    ACTIVE_STATUSES,
-    LOG_MAX_CHARS,
-    STATUSES,
-    TERMINAL_STATUSES,
-    WORKER_DIED_MESSAGE,
-    Job,
-    JobStore,
-    JobStoreError,
-)
+from core.jobs.schema import ACTIVE_STATUSES, STATUSES, TERMINAL_STATUSES, Job
+from core.jobs.store import LOG_MAX_CHARS, WORKER_DIED_MESSAGE, JobStore, JobStoreError
 from core.jobs.worker import (
     CANCEL_GRACE_S,
     HEARTBEAT_S,

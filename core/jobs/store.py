@@ -4,9 +4,9 @@ State lives in one SQLite file (``core.config.jobs_db()``, env ``JOBS_DB``) in W
 app can read while the worker writes. Jobs are claimed inside ``BEGIN IMMEDIATE`` transactions,
 so two claimers can never take the same job.
 
-Statuses: ``queued`` -> ``running`` -> ``succeeded`` | ``failed`` | ``cancelled`` (a queued job
-can also go straight to ``cancelled``). See docs/jobs.md for the design and how a shared broker
-would replace SQLite for workers on other machines.
+The tables and the :class:`~core.jobs.schema.Job` row type are in ``core.jobs.schema``. See
+docs/jobs.md for the design and how a shared broker would replace SQLite for workers on other
+machines.
 
 Example::
 
@@ -27,102 +27,15 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from core import config
-
-STATUSES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
-ACTIVE_STATUSES: frozenset[str] = frozenset({"queued", "running"})
-TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+from core.jobs import schema
+from core.jobs.schema import ACTIVE_STATUSES, Job
 
 LOG_MAX_CHARS = 200_000  # keep the tail: a runaway log must not bloat the DB the UI polls
 WORKER_DIED_MESSAGE = "worker died mid-run"
-
-
-@dataclass(frozen=True)
-class Job:
-    """One row of the job table, as the UI and the worker see it."""
-
-    id: int
-    status: str
-    params: dict[str, Any]
-    submitted_by: str | None
-    submitted_at: float
-    started_at: float | None
-    finished_at: float | None
-    worker: str | None
-    run_dir: str | None
-    error: str | None
-    cancel_requested: bool
-    log: str = ""
-
-    @property
-    def run_name(self) -> str | None:
-        return Path(self.run_dir).name if self.run_dir else None
-
-    @property
-    def is_active(self) -> bool:
-        return self.status in ACTIVE_STATUSES
-
-
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    status TEXT NOT NULL CHECK (status IN ({", ".join(repr(s) for s in STATUSES)})),
-    params TEXT NOT NULL,
-    submitted_by TEXT,
-    submitted_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL,
-    worker TEXT,
-    run_dir TEXT,
-    error TEXT,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    log TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, id);
-CREATE TABLE IF NOT EXISTS progress (
-    job_id INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
-    epoch INTEGER NOT NULL,
-    epochs INTEGER,
-    loss REAL,
-    val_auc REAL,
-    val_acc REAL,
-    extra TEXT,
-    at REAL NOT NULL,
-    PRIMARY KEY (job_id, epoch)
-);
-CREATE TABLE IF NOT EXISTS workers (
-    id TEXT PRIMARY KEY,
-    host TEXT NOT NULL,
-    pid INTEGER NOT NULL,
-    started_at REAL NOT NULL,
-    heartbeat_at REAL NOT NULL,
-    job_id INTEGER,
-    settings TEXT,
-    stop_requested INTEGER NOT NULL DEFAULT 0
-);
-"""
-# columns added after the first release: (name, declaration), added to older files on open
-_WORKER_COLUMNS_ADDED = (("settings", "TEXT"), ("stop_requested", "INTEGER NOT NULL DEFAULT 0"))
-
-
-def _add_missing_columns(conn: sqlite3.Connection) -> None:
-    """Bring a job database made by an older version up to the current workers table."""
-    have = {row[1] for row in conn.execute("PRAGMA table_info(workers)")}
-    for name, declaration in _WORKER_COLUMNS_ADDED:
-        if name not in have:
-            # another process may add it between our check and here: that is fine
-            with contextlib.suppress(sqlite3.OperationalError):
-                conn.execute(f"ALTER TABLE workers ADD COLUMN {name} {declaration}")
-
-
-_JOB_COLUMNS = (
-    "id, status, params, submitted_by, submitted_at, started_at, finished_at, "
-    "worker, run_dir, error, cancel_requested"
-)
 
 
 class JobStoreError(sqlite3.DatabaseError, RuntimeError):
@@ -178,8 +91,8 @@ class JobStore:
                     # file, so setting it once per process is enough. This is the first read
                     # of the file: a file that is not SQLite fails here, before any write.
                     conn.execute("PRAGMA journal_mode = WAL")
-                    conn.executescript(_SCHEMA)
-                    _add_missing_columns(conn)
+                    conn.executescript(schema.SCHEMA)
+                    schema.add_missing_columns(conn)
                 except sqlite3.Error as exc:
                     raise self._open_error(exc) from exc
                 self._initialised = True
@@ -262,7 +175,7 @@ class JobStore:
 
     def get(self, job_id: int, with_log: bool = True) -> Job | None:
         """One job (with its log unless ``with_log`` is False), or None."""
-        columns = _JOB_COLUMNS + (", log" if with_log else "")
+        columns = schema.JOB_COLUMNS + (", log" if with_log else "")
         with self._connect() as conn:
             row = conn.execute(f"SELECT {columns} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
@@ -271,7 +184,7 @@ class JobStore:
 
     def list(self, limit: int = 200, statuses: tuple[str, ...] | None = None) -> list[Job]:
         """Newest jobs first, without their logs."""
-        query = f"SELECT {_JOB_COLUMNS} FROM jobs"
+        query = f"SELECT {schema.JOB_COLUMNS} FROM jobs"
         args: list[Any] = []
         if statuses:
             query += f" WHERE status IN ({', '.join('?' * len(statuses))})"

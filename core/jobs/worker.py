@@ -40,7 +40,8 @@ from typing import Any
 
 from core import config, registry
 from core.jobs import settings as worker_settings
-from core.jobs.store import Job, JobStore
+from core.jobs.schema import Job
+from core.jobs.store import JobStore
 
 log = logging.getLogger(__name__)
 
