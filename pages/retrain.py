@@ -19,7 +19,8 @@ from typing import Any  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from app import retrain_ui  # noqa: E402
-from core import auth, config, data, info, jobs, worker_control  # noqa: E402
+from core import auth, config, data, info, jobs  # noqa: E402
+from core.jobs import control as worker_control  # noqa: E402
 
 MAX_PASSWORD_FAILURES = 5
 LOCKOUT_S = 60.0

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from core import config, job_params, jobs
+from core import config, jobs
+from core.jobs import params as job_params
 
 REPO = Path(__file__).resolve().parents[1]
 _DEFAULTS = config.TrainConfig("retinamnist", "cnn2d").to_dict()

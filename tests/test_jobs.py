@@ -22,6 +22,8 @@ import numpy as np
 import pytest
 
 from core import config, info, jobs
+from core.jobs import store as job_store
+from core.jobs import worker as job_worker
 
 REPO = Path(__file__).resolve().parents[1]
 FLAG = "retinamnist"  # 2D RGB, 5 ordinal classes
@@ -357,7 +359,7 @@ def test_progress_log_and_outcomes(store):
 
 
 def test_log_keeps_only_the_tail(store, monkeypatch):
-    monkeypatch.setattr(jobs, "LOG_MAX_CHARS", 50)
+    monkeypatch.setattr(job_store, "LOG_MAX_CHARS", 50)  # read where the store uses it
     job_id = store.submit(good_params())
     for i in range(30):
         store.append_log(job_id, f"line {i:02d}\n")
@@ -405,7 +407,7 @@ def test_requeue_on_graceful_stop(store):
 
 
 def test_second_worker_exits_while_the_lock_is_held(store):
-    fd = jobs._try_lock(jobs.lock_path(store.path))
+    fd = job_worker._try_lock(jobs.lock_path(store.path))
     assert fd is not None
     try:
         assert jobs.worker_status(store).alive

@@ -19,7 +19,10 @@ from pathlib import Path
 import pytest
 from test_jobs import good_params, job_env, wait_for  # noqa: F401 - job_env: a fixture
 
-from core import jobs, worker_control, worker_settings
+from core import jobs
+from core.jobs import control as worker_control
+from core.jobs import settings as worker_settings
+from core.jobs import worker as job_worker
 
 NAMES = list(worker_settings.NAMES)
 
@@ -107,7 +110,7 @@ def test_an_older_database_gains_the_new_columns(tmp_path):
 
 
 def test_a_stale_worker_is_detected_from_its_recorded_settings(store, monkeypatch, tmp_path):
-    fd = jobs._try_lock(jobs.lock_path(store.path))  # this test plays the worker
+    fd = job_worker._try_lock(jobs.lock_path(store.path))  # this test plays the worker
     try:
         monkeypatch.setenv("MEDMNIST_ROOT", str(tmp_path / "old"))
         recorded = worker_settings.current(store.path)
@@ -141,7 +144,7 @@ def app_env(job_env, monkeypatch):  # noqa: F811 - the fixture imported above
     monkeypatch.delenv("JOBS_WORKER_AUTOSTART", raising=False)
     started: list[int] = []
     yield job_env, started
-    for proc, _ in list(jobs._SPAWNED.values()):
+    for proc, _ in list(job_worker._SPAWNED.values()):
         started.append(proc.pid)
     for pid in set(started):
         with contextlib.suppress(ProcessLookupError):
@@ -149,7 +152,7 @@ def app_env(job_env, monkeypatch):  # noqa: F811 - the fixture imported above
     for pid in set(started):
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
-    jobs._SPAWNED.clear()
+    job_worker._SPAWNED.clear()
 
 
 def _current(store, pid=None):
@@ -267,7 +270,7 @@ def busy_stale_worker(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDMNIST_ROOT", str(tmp_path / "old-data"))
     old = worker_settings.current(db)
     monkeypatch.setenv("MEDMNIST_ROOT", str(tmp_path / "new-data"))  # the app was restarted
-    fd = jobs._try_lock(jobs.lock_path(db))
+    fd = job_worker._try_lock(jobs.lock_path(db))
     store.heartbeat("h:4242", 4242, socket.gethostname(), settings=old)
     job = store.submit(good_params())
     store.claim_next("h:4242")
@@ -281,7 +284,7 @@ def busy_stale_worker(tmp_path, monkeypatch):
         calls.append(wait_lock)
         return FakeProc()
 
-    monkeypatch.setattr(jobs, "spawn_worker", fake_spawn)
+    monkeypatch.setattr(job_worker, "spawn_worker", fake_spawn)  # where control calls it
     previous = st_config.get_option("server.address")
     st_config.set_option("server.address", "127.0.0.1")  # local mode: a researcher
     yield store, calls, tmp_path

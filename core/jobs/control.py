@@ -1,10 +1,11 @@
-"""Restart the local training worker when its settings are not the app's.
+"""Start the local training worker, and restart it when its settings are not the app's.
 
-A worker records its settings when it registers (``core.worker_settings``). The app compares
-them with its own:
+:func:`ensure_worker` (called once per app server, and by the Retrain page) starts a detached
+worker when none is alive. A worker records its settings when it registers
+(``core.jobs.settings``). The app compares them with its own:
 
 - an **idle** stale worker is restarted automatically (:func:`restart_if_stale_and_idle`,
-  called by ``core.jobs.ensure_worker`` when the app starts and by the Retrain page): it is
+  called by :func:`ensure_worker` when the app starts and by the Retrain page): it is
   asked to stop, exits within one poll, and a new worker starts with the app's environment;
 - a **busy** stale worker is never interrupted: the Retrain page lists the settings that differ
   and offers "Restart worker" (:func:`restart_worker`). The worker then finishes its running
@@ -24,9 +25,40 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from core import jobs, worker_settings
+from core.jobs import settings as worker_settings
+from core.jobs import worker
+from core.jobs.store import JobStore
+from core.jobs.worker import WorkerInfo
 
 RESTART_WAIT_S = 15.0  # an idle worker polls every second; this is ample
+
+
+def autostart_enabled() -> bool:
+    """False when ``JOBS_WORKER_AUTOSTART=0``: workers are then started (and restarted) by hand
+    or by a service manager, and the app never starts or stops one."""
+    return os.environ.get("JOBS_WORKER_AUTOSTART", "1").strip() != "0"
+
+
+def ensure_worker(store: JobStore | None = None) -> int | None:
+    """Start a detached local worker unless a current one is alive; call once per app server.
+
+    A live worker whose recorded settings (``MEDMNIST_ROOT``, ``TRAINED_MODELS_DIR``, ...)
+    differ from this process's is restarted when it is idle (:func:`restart_if_stale_and_idle`); a
+    busy one is left to finish its job (the Retrain page offers the restart).
+    Set ``JOBS_WORKER_AUTOSTART=0`` to turn this off (tests, or when workers run as services).
+
+    Returns:
+        The pid of the worker that is running or starting now (None when autostart is off, or
+        when a worker holds the lock but has not registered yet).
+    """
+    if not autostart_enabled():
+        return None
+    store = store or JobStore()
+    status = worker.worker_status(store)
+    if status.alive:
+        restarted = restart_if_stale_and_idle(store, status)
+        return restarted if restarted is not None else status.pid
+    return worker.spawn_worker(store).pid
 
 
 @dataclass(frozen=True)
@@ -34,11 +66,11 @@ class WorkerCheck:
     """The local worker and the settings in which it differs from this process.
 
     Attributes:
-        status: the worker's liveness (``core.jobs.WorkerInfo``).
+        status: the worker's liveness (``core.WorkerInfo``).
         differences: settings that differ (empty when current, or when no worker is up).
     """
 
-    status: jobs.WorkerInfo
+    status: WorkerInfo
     differences: list[worker_settings.SettingDiff] = field(default_factory=list)
 
     @property
@@ -47,7 +79,7 @@ class WorkerCheck:
         return self.status.responsive and bool(self.differences)
 
 
-def check(store: jobs.JobStore, status: jobs.WorkerInfo | None = None) -> WorkerCheck:
+def check(store: JobStore, status: WorkerInfo | None = None) -> WorkerCheck:
     """Compare the local worker's recorded settings with this process's.
 
     Args:
@@ -57,7 +89,7 @@ def check(store: jobs.JobStore, status: jobs.WorkerInfo | None = None) -> Worker
     Returns:
         A :class:`WorkerCheck`.
     """
-    status = status or jobs.worker_status(store)
+    status = status or worker.worker_status(store)
     if not status.alive or status.starting:
         return WorkerCheck(status)
     app = worker_settings.current(store.path)
@@ -82,11 +114,11 @@ class RestartOutcome:
     job_id: int | None = None
 
 
-def _wait_for_exit(store: jobs.JobStore, wait_s: float) -> bool:
+def _wait_for_exit(store: JobStore, wait_s: float) -> bool:
     """Wait until no process holds the worker lock; True when it was released in time."""
     deadline = time.monotonic() + wait_s
     while True:
-        fd = jobs._try_lock(jobs.lock_path(store.path))
+        fd = worker._try_lock(worker.lock_path(store.path))
         if fd is not None:
             os.close(fd)
             return True
@@ -95,7 +127,7 @@ def _wait_for_exit(store: jobs.JobStore, wait_s: float) -> bool:
         time.sleep(0.2)
 
 
-def restart_worker(store: jobs.JobStore, wait_s: float = RESTART_WAIT_S) -> RestartOutcome:
+def restart_worker(store: JobStore, wait_s: float = RESTART_WAIT_S) -> RestartOutcome:
     """Replace the local worker by one with this process's settings, never killing a job.
 
     Args:
@@ -105,24 +137,24 @@ def restart_worker(store: jobs.JobStore, wait_s: float = RESTART_WAIT_S) -> Rest
     Returns:
         A :class:`RestartOutcome`.
     """
-    if not jobs.autostart_enabled():
+    if not autostart_enabled():
         return RestartOutcome("off")
-    status = jobs.worker_status(store)
+    status = worker.worker_status(store)
     if not status.alive:
-        return RestartOutcome("restarted", jobs.spawn_worker(store).pid)
+        return RestartOutcome("restarted", worker.spawn_worker(store).pid)
     state = store.request_worker_stop(status.worker_id) if status.worker_id else None
     if state == "busy":
-        replacement = jobs.spawn_worker(store, wait_lock=True)
+        replacement = worker.spawn_worker(store, wait_lock=True)
         running = store.list(statuses=("running",))
         job_id = next((j.id for j in running if j.worker == status.worker_id), status.job_id)
         return RestartOutcome("after_job", replacement.pid, job_id)
     if not _wait_for_exit(store, wait_s):
         return RestartOutcome("timeout")
-    return RestartOutcome("restarted", jobs.spawn_worker(store).pid)
+    return RestartOutcome("restarted", worker.spawn_worker(store).pid)
 
 
 def restart_if_stale_and_idle(
-    store: jobs.JobStore, status: jobs.WorkerInfo | None = None, wait_s: float = RESTART_WAIT_S
+    store: JobStore, status: WorkerInfo | None = None, wait_s: float = RESTART_WAIT_S
 ) -> int | None:
     """Restart the local worker if it runs with other settings and no job.
 
@@ -135,7 +167,7 @@ def restart_if_stale_and_idle(
         The new worker's pid, or None when nothing was restarted (current, busy, already
         asked to stop, no worker, or autostart off).
     """
-    if not jobs.autostart_enabled():
+    if not autostart_enabled():
         return None
     found = check(store, status)
     if not found.stale or found.status.stop_requested or found.status.job_id is not None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core import config
+from core import config, data, info, registry
 
 # Limits of the Retrain form. Wider values are legal for TrainConfig (CLI users may want them),
 # but a job launched from a shared app must finish in reasonable time on a CPU box.
@@ -97,8 +97,6 @@ class ParamCheck:
 
 
 def _choices(name: str) -> tuple[str, ...]:
-    from core import info
-
     return {
         "dataset": tuple(info.FLAGS),
         "model": config.MODEL_FAMILIES,
@@ -169,8 +167,6 @@ def _check_type(name: str, value: Any) -> tuple[Any, str | None]:
 
 def _range_errors(values: Mapping[str, Any], registry_root: Any) -> list[str]:
     """Range and cross-field checks on values whose type is already right."""
-    from core import info
-
     errors: list[str] = []
     dataset = values.get("dataset")
     model = values.get("model")
@@ -240,8 +236,6 @@ def _range_errors(values: Mapping[str, Any], registry_root: Any) -> list[str]:
 
 def _name_errors(name: str, registry_root: Any) -> list[str]:
     """A run name must be valid and free: the job would train fully, then fail at save."""
-    from core import registry
-
     try:
         registry.validate_run_name(name)
     except ValueError as exc:
@@ -269,8 +263,6 @@ def check_params(params: Mapping[str, Any], registry_root: str | Path | None = N
         A :class:`ParamCheck`; every problem is reported, not just the first. Its ``config``
         holds normalised values (a whole-number float such as ``64.0`` becomes ``64``).
     """
-    from core import data, info
-
     if not isinstance(params, Mapping):
         return ParamCheck(None, [f"parameters must be a mapping, got {type(params).__name__}"])
     errors: list[str] = []

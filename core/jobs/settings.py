@@ -4,7 +4,7 @@ A worker started by an earlier ``make run`` keeps the environment it was started
 app is then restarted with, say, another ``MEDMNIST_ROOT``, the form says a dataset is "on
 disk" while every job fails in the worker ("breastmnist.npz is not available"). So the worker
 records :func:`current` in its row of the job database when it registers, and the app compares
-that with its own :func:`current` (:func:`differences`); ``core.worker_control`` restarts a
+that with its own :func:`current` (:func:`differences`); ``core.jobs.control`` restarts a
 stale worker or offers a restart.
 
 Only settings that change what a job does are compared. Paths are compared resolved, so
