@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
+import subprocess
+import sys
+from pathlib import Path
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import numpy as np
+import pytest
+import tensorflow as tf  # conftest imported core first, so this is Keras 2 (TF_USE_LEGACY_KERAS)
+import tf_keras as keras
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
-
-from core import explain  # noqa: E402
-from core.models import build_model, compile_model  # noqa: E402
+from core import explain, imaging
+from core.explain import gradcam
+from core.models import build_model, compile_model
 
 TASK = "multi-class"
 
@@ -196,7 +197,7 @@ def test_all_zero_map_stays_zero():
 def test_trilinear_upsample_is_exact_for_linear_fields():
     d, h, w = np.meshgrid(np.arange(3.0), np.arange(4.0), np.arange(5.0), indexing="ij")
     grid = (1.0 * d + 2.0 * h - 0.5 * w)[None].astype(np.float32)
-    up = explain._upsample(tf.constant(grid), tf.constant([6, 8, 10])).numpy()[0]
+    up = gradcam._upsample(tf.constant(grid), tf.constant([6, 8, 10])).numpy()[0]
     # half-pixel centres: output index o maps to input coordinate (o + 0.5) / 2 - 0.5
     coords = [(np.arange(n) + 0.5) / 2 - 0.5 for n in (6, 8, 10)]
     cd, ch, cw = np.meshgrid(*coords, indexing="ij")
@@ -212,7 +213,7 @@ def test_align_corners_upsample_equals_scipy_zoom(grid, size):
     from scipy.ndimage import zoom
 
     cam = np.random.default_rng(0).random((2, *grid)).astype(np.float32)
-    got = explain._upsample_align_corners(tf.constant(cam), tf.constant(size)).numpy()
+    got = gradcam._upsample_align_corners(tf.constant(cam), tf.constant(size)).numpy()
     want = zoom(cam, (1, *(o / i for o, i in zip(size, grid, strict=True))), order=1)
     assert got.shape == want.shape == (2, *size)
     np.testing.assert_allclose(got, want, atol=1e-5)
@@ -307,6 +308,23 @@ def test_bad_method(tiny_models):
         explain.grad_cam(tiny_models["cnn2d"], _inputs(tiny_models["cnn2d"]), method="lime")
 
 
+def test_a_new_cam_method_is_one_weight_function(tiny_models, monkeypatch):
+    """A method plugs in through CAM_WEIGHTS alone: all-ones weights give ReLU(sum_c A_c)."""
+    model = tiny_models["cnn3d"]
+    x = _inputs(model, 2)
+
+    def ones(grads, acts, axes):
+        return tf.ones_like(tf.reduce_mean(grads, axis=axes, keepdims=True))
+
+    monkeypatch.setitem(gradcam.CAM_WEIGHTS, "ones", ones)
+    heat = explain.grad_cam(model, x, "relu2", method="ones", upsample=False)
+    acts = keras.Model(model.inputs, model.get_layer("relu2").output)(x).numpy()
+    expected = np.maximum(acts.sum(-1), 0.0)
+    expected /= expected.reshape(2, -1).max(1).reshape(2, 1, 1, 1)
+    np.testing.assert_allclose(heat, expected, atol=1e-5)
+    assert explain.METHODS == ("gradcam", "gradcam++")
+
+
 # ---------------------------------------------------------------------------------------------
 # Drawing
 # ---------------------------------------------------------------------------------------------
@@ -328,6 +346,46 @@ def test_overlay_and_contour():
     ]
     with pytest.raises(ValueError, match="alpha"):
         explain.overlay(image, heat, alpha=2.0)
+
+
+@pytest.mark.parametrize(
+    ("grid", "size"),
+    [((8, 8), (16, 16)), ((28, 28), (512, 512)), ((28, 28), (20, 20)), ((7, 13), (50, 9))],
+)
+def test_overlay_resize_is_tf_image_resize(grid, size):
+    """The numpy resize behind overlay() reproduces tf.image.resize (bilinear, half-pixel)."""
+    heat = np.random.default_rng(0).random(grid, dtype=np.float32)
+    want = tf.image.resize(heat[None, ..., None], size).numpy()[0, ..., 0]
+    np.testing.assert_array_equal(imaging._resize_2d(heat, size), want)
+
+
+def test_imaging_needs_no_tensorflow():
+    """core.imaging draws without TensorFlow (the app can show pictures before a model loads)."""
+    code = "import sys, core.imaging; assert 'tensorflow' not in sys.modules, 'tensorflow'"
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
+
+
+def test_package_reexports_the_documented_names():
+    """The names docs/architecture.md lists for core.explain import from the package."""
+    from core.explain import (  # noqa: F401 - the import is the test
+        METHODS,
+        alignment_summary,
+        anatomy_mask,
+        colorize,
+        compute_alignment_run,
+        deletion_curve,
+        energy_in_mask,
+        grad_cam,
+        grad_cam_plus_plus,
+        occlusion_agreement,
+        occlusion_map,
+        overlay,
+        overlay_slice,
+        take_slice,
+    )
+
+    assert overlay is imaging.overlay and set(explain.__all__) <= set(dir(explain))
 
 
 def test_slices():
