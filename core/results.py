@@ -7,7 +7,8 @@ standard error of an accuracy, and the pure table builders the app's pages and
 quantization rows, Grad-CAM alignment rows). Nothing here imports TensorFlow or Streamlit:
 the inputs are the registry's plain dicts and numpy arrays.
 
-    >>> mean_std([0.70, 0.72, 0.74])
+    >>> mean, std = mean_std([0.70, 0.72, 0.74])
+    >>> round(mean, 4), round(std, 4)
     (0.72, 0.02)
     >>> stat([0.70, 0.72, 0.74]).fmt()
     '0.7200 ± 0.0200'
