@@ -25,11 +25,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from core import registry
 from core.config import TrainConfig, trained_models_dir
 from core.experiments import ARMS
+from core.results import mean_std
 
 BASE = ARMS["vgg16_ft2"]["config"]
 VARIANTS: dict[str, dict] = {
@@ -109,8 +108,8 @@ def adopt(variant: str, arm: str, seeds: Sequence[int] = (0, 1, 2)) -> list[Path
 
 
 def _ms(values: list[float]) -> str:
-    a = np.asarray(values, float)
-    return f"{a.mean():.4f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.4f}"
+    mean, std = mean_std(values)
+    return f"{mean:.4f} ± {std:.4f}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

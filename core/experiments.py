@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from core import registry
+from core import registry, results
 from core.config import TrainConfig, trained_models_dir
 
 # One arm per experiment variant. Early stopping: patience counts after min_epochs because the
@@ -156,19 +156,14 @@ def run_arms(
     return done
 
 
-def _stats(values: list[float]) -> dict[str, float]:
-    arr = np.asarray(values, dtype=float)
-    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0}
-
-
 def summarize(seed_metrics: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean ± sample std (ddof=1) over seeds of val/test AUC and ACC."""
     out: dict[str, Any] = {"n_seeds": len(seed_metrics)}
     for split in ("val", "test"):
         for metric in ("auc", "acc"):
-            s = _stats([m[split][metric] for m in seed_metrics])
-            out[f"{split}_{metric}_mean"] = s["mean"]
-            out[f"{split}_{metric}_std"] = s["std"]
+            mean, std = results.mean_std(m[split][metric] for m in seed_metrics)
+            out[f"{split}_{metric}_mean"] = mean
+            out[f"{split}_{metric}_std"] = std
     return out
 
 
