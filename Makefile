@@ -8,12 +8,14 @@ SHARED ?= $(abspath ../shared)
 
 setup: $(BIN)/streamlit setup-browser  ## create .venv and install everything (Python deps + Chromium)
 
-$(BIN)/streamlit: requirements.txt requirements-medmnist.txt
+$(BIN)/streamlit: requirements.txt requirements-medmnist.txt pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -r requirements.txt
 	# medmnist's own dependencies pull ~2.7 GB of CUDA torch; we only need its INFO and evaluator
 	$(BIN)/pip install --no-deps -r requirements-medmnist.txt
+	# this project, editable: `core`, `app`, `benchmarks` import from any directory
+	$(BIN)/pip install --no-deps -e .
 	touch $@
 
 setup-browser:  ## Debian's Chromium for the real-browser tests (needs root or sudo)

@@ -9,13 +9,9 @@ registry's JSON files and the dataset folder only.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# `streamlit run app/Home.py` puts only app/ on sys.path; `core` and `app` live at the root.
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 import streamlit as st  # noqa: E402
 

@@ -17,6 +17,7 @@ Usage (from the repository root; needs a registry with a 2D and a 3D run and the
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import re
 import statistics
@@ -25,9 +26,23 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from app_helpers import CHROMIUM, CHROMIUM_ARGS, streamlit_server, wait_idle  # noqa: E402
+
+def _load_app_helpers():
+    """tests/app_helpers.py (the browser tests' server and Chromium helpers), by its path.
+
+    tests/ is not a package, and a dependency (tf-keras-vis) installs an unrelated top-level
+    ``tests`` package, so ``import tests.app_helpers`` would find the wrong one.
+    """
+    spec = importlib.util.spec_from_file_location("app_helpers", REPO / "tests" / "app_helpers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_helpers = _load_app_helpers()
+CHROMIUM, CHROMIUM_ARGS = _helpers.CHROMIUM, _helpers.CHROMIUM_ARGS
+streamlit_server, wait_idle = _helpers.streamlit_server, _helpers.wait_idle
 
 BUDGETS_MS = {"home_first_paint": 2000, "page_switch": 1000, "slice_redraw": 150, "gradcam": 100}
 

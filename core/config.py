@@ -1,12 +1,19 @@
-"""Settings (environment variables with working defaults) and validated run configurations."""
+"""Settings (environment variables with working defaults) and validated run configurations.
+
+Imports nothing from ``core`` but :mod:`core.info` (dataset facts), so every other module can
+import it: the registry, the models, the data loader and the job queue all read settings here.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from core import info
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,6 +58,26 @@ def jobs_db() -> Path:
     """SQLite file of the training job queue (``JOBS_DB``, default ``<repo>/var/jobs.sqlite``)."""
     value = os.environ.get("JOBS_DB")
     return Path(value).expanduser() if value else REPO_ROOT / "var" / "jobs.sqlite"
+
+
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def validate_run_name(name: str) -> str:
+    """A run name is one path component of letters, digits, ``.``, ``_`` and ``-``.
+
+    Lives here, not in the registry, because ``TrainConfig.name`` is checked with it and the
+    registry imports this module.
+
+    Raises:
+        ValueError: anything else (slashes, ``..``, control characters, empty).
+    """
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or name in (".", ".."):
+        raise ValueError(
+            f"invalid run name {name!r}: use 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
 
 
 def _is_int(value: Any) -> bool:
@@ -113,8 +140,6 @@ class TrainConfig:
         Raises:
             ValueError: naming the first invalid field and the value received.
         """
-        from core import info
-
         info.dataset_info(self.dataset)  # raises with the list of flags
         _check(self.model in MODEL_FAMILIES, "model", self.model, f"one of {MODEL_FAMILIES}")
         _check(
@@ -123,11 +148,9 @@ class TrainConfig:
             self.size,
             f"one of {info.sizes(self.dataset)} for {self.dataset}",
         )
-        is3d = info.is_3d(self.dataset)
-        if self.model == "cnn3d" and not is3d:
-            raise ValueError(f"model='cnn3d' needs a 3D dataset; {self.dataset!r} is 2D.")
-        if self.model in ("cnn2d", "vgg16") and is3d:
-            raise ValueError(f"model={self.model!r} is 2D; {self.dataset!r} is a 3D dataset.")
+        mismatch = info.model_mismatch(self.model, self.dataset)
+        if mismatch:
+            raise ValueError(mismatch)
         _check(
             _is_int(self.epochs) and 1 <= self.epochs <= 1000,
             "epochs",
@@ -198,8 +221,6 @@ class TrainConfig:
         if self.label_smoothing and info.is_multilabel(self.dataset):
             raise ValueError("label_smoothing applies to single-label tasks only.")
         if self.name is not None:
-            from core.registry import validate_run_name
-
             validate_run_name(self.name)
         return self
 

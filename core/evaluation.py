@@ -9,9 +9,7 @@ from typing import Any
 import numpy as np
 
 from core import info
-
-MULTI_LABEL = "multi-label, binary-class"
-TASKS = ("binary-class", "multi-class", "ordinal-regression", MULTI_LABEL)
+from core.info import MULTI_LABEL, TASKS
 
 
 def _check(y_true: np.ndarray, y_score: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray]:

@@ -18,6 +18,15 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 SIZES_2D: tuple[int, ...] = (28, 64, 128, 224)
 SIZES_3D: tuple[int, ...] = (28, 64)
 
+# The task string medmnist's INFO gives multi-label datasets (ChestMNIST): one sigmoid per label.
+MULTI_LABEL = "multi-label, binary-class"
+TASKS: tuple[str, ...] = ("binary-class", "multi-class", "ordinal-regression", MULTI_LABEL)
+
+# Which model families train on 2D and on 3D datasets. The only copy of this rule: TrainConfig
+# and the job form both ask model_mismatch().
+MODELS_2D: frozenset[str] = frozenset({"cnn2d", "vgg16", "resnet"})
+MODELS_3D: frozenset[str] = frozenset({"cnn3d", "resnet"})
+
 # Shape-mask 3D datasets are binary voxel masks (0/255), not CT intensities (DESIGN.md §3).
 _SHAPE_MASK_3D = {"adrenalmnist3d", "vesselmnist3d"}
 
@@ -110,7 +119,33 @@ def task(flag: str) -> str:
 
 
 def is_multilabel(flag: str) -> bool:
-    return task(flag).startswith("multi-label")
+    return task(flag) == MULTI_LABEL
+
+
+def models_for(flag: str) -> tuple[str, ...]:
+    """The model families that can train on a dataset, sorted by name."""
+    return tuple(sorted(MODELS_3D if is_3d(flag) else MODELS_2D))
+
+
+def model_mismatch(model: str, flag: str) -> str | None:
+    """Why a model family cannot train on a dataset (2D model, 3D data or back), or None.
+
+    Args:
+        model: a model family (``core.config.MODEL_FAMILIES``).
+        flag: a MedMNIST flag.
+
+    Returns:
+        None when they fit; else one sentence naming both and the families that fit.
+
+    Raises:
+        ValueError: unknown flag.
+    """
+    if model in models_for(flag):
+        return None
+    choose = f"choose one of {', '.join(models_for(flag))}"
+    if is_3d(flag):
+        return f"model {model!r} is 2D and cannot train on the 3D dataset {flag!r}; {choose}"
+    return f"model {model!r} needs a 3D dataset; {flag!r} is 2D; {choose}"
 
 
 # INFO names RetinaMNIST's classes "0".."4": they are the grades of the international diabetic

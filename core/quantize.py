@@ -32,10 +32,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
+from core.info import MULTI_LABEL  # noqa: E402
 from core.tflite_runner import TFLiteModel  # noqa: E402
 
 MODES = ("dynamic", "int8", "float16", "qat")
-MULTI_LABEL = "multi-label, binary-class"
 
 # quantize_run writes a mode's .tflite only below this size, so shipped runs stay lean (VGG16
 # float16 is ~29 MB); every number is recorded in results.json either way.

@@ -1,24 +1,47 @@
 """The model registry: one directory per run under ``trained_models/``, saved atomically.
 
-Listing and reading JSON never imports TensorFlow (the app's Home page uses them); loading a
-model does. Run names are validated and resolved inside the registry root only.
+JSON and files only: listing and reading runs never imports TensorFlow (the app's Home page
+uses them, and a test imports this module in a fresh interpreter to check). Loading and saving a
+model hand the Keras part to :mod:`core.models.io`, imported inside those two functions. Run
+names are validated and resolved inside the registry root only.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from core import config, scratch_dirs
+from core.config import validate_run_name  # re-exported: callers check names here
 
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+__all__ = [
+    "LEAN_FILE",
+    "MODEL_FILE",
+    "RegistryError",
+    "Run",
+    "RunFileError",
+    "clean_scratch",
+    "default_run_name",
+    "list_runs",
+    "load_model",
+    "read_config",
+    "read_json",
+    "read_run",
+    "resolve_run",
+    "root_dir",
+    "runs",
+    "save_run",
+    "validate_run_name",
+    "write_json_atomic",
+]
+
 MODEL_FILE = "model.keras"
 # npz content; not named .npz so it is never mistaken for a MedMNIST data file
 LEAN_FILE = "trained_layers.weights"
@@ -61,20 +84,6 @@ def _damaged(path: Path, what: str, run_dir: Path) -> str:
 
 def root_dir(root: str | os.PathLike | None = None) -> Path:
     return Path(root).expanduser() if root is not None else config.trained_models_dir()
-
-
-def validate_run_name(name: str) -> str:
-    """A run name is one path component of letters, digits, ``.``, ``_`` and ``-``.
-
-    Raises:
-        ValueError: anything else (slashes, ``..``, control characters, empty).
-    """
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or name in (".", ".."):
-        raise ValueError(
-            f"invalid run name {name!r}: use 1-128 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
-    return name
 
 
 def resolve_run(
@@ -199,36 +208,96 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
-def list_runs(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
-    """Every finished run: name, path, config, metrics, and whether quantized files exist.
+@dataclass(frozen=True)
+class Run:
+    """One finished run as the registry lists it: its files' JSON, read once.
+
+    Attributes:
+        name: the run directory's name.
+        path: the run directory.
+        config: ``config.json`` (``TrainConfig`` fields + dataset file, task, labels, ...).
+        metrics: ``metrics.json`` (val/test AUC and ACC, seeds, summary, timings, ...).
+        quantized: ``quantized/results.json`` (written by core.quantize), or None.
+        explain: ``explain.json`` (alignment scores, written by core.explain), or None.
+    """
+
+    name: str
+    path: Path
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    quantized: dict[str, Any] | None = None
+    explain: dict[str, Any] | None = None
+
+    @property
+    def dataset(self) -> str:
+        return self.config["dataset"]
+
+    @property
+    def model(self) -> str:
+        return self.config["model"]
+
+    @property
+    def size(self) -> int:
+        return int(self.config.get("size", 28))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The dict :func:`list_runs` returns (``path`` as a string)."""
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "config": self.config,
+            "metrics": self.metrics,
+            "quantized": self.quantized,
+            "explain": self.explain,
+        }
+
+
+def read_run(path: str | os.PathLike) -> Run | None:
+    """The run in a directory, or None when it is not a finished, readable run.
+
+    A run needs a non-empty ``metrics.json`` and ``config.json``; a damaged optional file
+    (quantization, explanation results) reads as None instead of hiding the run.
+    """
+    path = Path(path)
+    try:
+        metrics = read_json(path, "metrics.json")
+        cfg = read_json(path, "config.json")
+    except RunFileError:
+        return None
+    if not metrics or not cfg:
+        return None
+    return Run(
+        name=path.name,
+        path=path,
+        config=cfg,
+        metrics=metrics,
+        quantized=_read_optional(path / "quantized", "results.json"),
+        explain=_read_optional(path, "explain.json"),
+    )
+
+
+def runs(root: str | os.PathLike | None = None) -> list[Run]:
+    """Every finished run under the registry root, sorted by name.
 
     Hidden directories (atomic-save scratch, staging) and malformed runs are skipped.
     """
     base = root_dir(root)
-    runs: list[dict[str, Any]] = []
     if not base.is_dir():
-        return runs
-    for path in sorted(base.iterdir()):
-        if path.name.startswith(".") or not path.is_dir():
-            continue
-        try:
-            metrics = read_json(path, "metrics.json")
-            cfg = read_json(path, "config.json")
-        except RunFileError:
-            continue
-        if not metrics or not cfg:
-            continue
-        runs.append(
-            {
-                "name": path.name,
-                "path": str(path),
-                "config": cfg,
-                "metrics": metrics,
-                "quantized": _read_optional(path / "quantized", "results.json"),
-                "explain": _read_optional(path, "explain.json"),
-            }
-        )
-    return runs
+        return []
+    found = (
+        read_run(path)
+        for path in sorted(base.iterdir())
+        if not path.name.startswith(".") and path.is_dir()
+    )
+    return [run for run in found if run is not None]
+
+
+def list_runs(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """Every finished run as a dict: name, path (str), config, metrics, quantized, explain.
+
+    The dict form of :func:`runs`, which callers written before :class:`Run` read.
+    """
+    return [run.to_dict() for run in runs(root)]
 
 
 def _read_optional(run_dir: Path, name: str) -> Any:
@@ -286,13 +355,15 @@ def save_run(
     if final.exists():
         raise RegistryError(f"run {name!r} already exists in {base}; choose another name")
     # the saver's pid in the name: clean_scratch never removes the folder of a live save
+    from core.models import io as model_io  # TensorFlow; model_io never imports the registry
+
     scratch = Path(tempfile.mkdtemp(prefix=scratch_dirs.scratch_prefix(name), dir=base))
     os.chmod(scratch, 0o755)
     try:
         if lean:
-            save_lean_weights(model, scratch / LEAN_FILE)
+            model_io.save_lean_weights(model, scratch / LEAN_FILE)
         else:
-            _save_without_optimizer(model, scratch / MODEL_FILE)
+            model_io.save_model(model, scratch / MODEL_FILE)
         cfg = {**cfg, "name": name, "lean": lean}
         for fname, obj in (
             ("config.json", cfg),
@@ -314,18 +385,6 @@ def save_run(
     return final
 
 
-def _save_without_optimizer(model: Any, path: Path) -> None:
-    """Save architecture + weights only: Adam's two moment copies would triple the file."""
-    import tf_keras as keras
-
-    from core.models import CUSTOM_OBJECTS
-
-    with keras.utils.custom_object_scope(CUSTOM_OBJECTS):
-        clone = keras.models.clone_model(model)
-    clone.set_weights(model.get_weights())
-    clone.save(path)
-
-
 def clean_scratch(
     root: str | os.PathLike | None = None, max_age_s: float = scratch_dirs.MAX_AGE_S
 ) -> list[str]:
@@ -338,86 +397,6 @@ def clean_scratch(
     return scratch_dirs.clean_stale(root_dir(root), max_age_s)
 
 
-def trained_layer_names(model: Any) -> list[str]:
-    """Layers whose weights are not the ImageNet VGG16 ones (trainable blocks, head, BN)."""
-    names = []
-    for layer in model.layers:
-        if not layer.weights or layer.name == "caffe_preprocess":
-            continue
-        if layer.name.startswith("block") and not layer.trainable:
-            continue
-        names.append(layer.name)
-    return names
-
-
-def _half(w: Any) -> Any:
-    """``w`` as float16, or unchanged where float16 cannot hold it (|w| > 65504 → inf).
-
-    On one seed a fine-tuned VGG16's head BatchNorm moving variance exceeded float16's 65504; as
-    float16 it became inf and silenced that channel.
-    """
-    import numpy as np
-
-    with np.errstate(over="ignore"):
-        half = w.astype(np.float16)
-    return half if np.all(np.isfinite(half) == np.isfinite(w)) else w
-
-
-def round_trained_to_float16(model: Any) -> None:
-    """Round the trained layers' weights to float16 in place.
-
-    Lean runs store these weights as float16 (half the bytes: a fine-tuned VGG16 block is 7M
-    parameters). Rounding *before* evaluation makes the reported metrics those of the exact
-    model that ships and reloads.
-    """
-    for lname in trained_layer_names(model):
-        layer = model.get_layer(lname)
-        layer.set_weights([_half(w).astype(w.dtype) for w in layer.get_weights()])
-
-
-def save_lean_weights(model: Any, path: Path) -> None:
-    import numpy as np
-
-    arrays = {}
-    for lname in trained_layer_names(model):
-        for i, w in enumerate(model.get_layer(lname).get_weights()):
-            arrays[f"{lname}/{i}"] = _half(w)
-    with path.open("wb") as fh:
-        np.savez(fh, **arrays)
-
-
-def _rebuild_lean(run_dir: Path, cfg: dict[str, Any]) -> Any:
-    import numpy as np
-
-    from core import info
-    from core.models import build_model, input_shape_for
-
-    model = build_model(
-        "vgg16",
-        input_shape_for("vgg16", cfg["dataset"], cfg.get("size", 28)),
-        info.num_classes(cfg["dataset"]),
-        info.task(cfg["dataset"]),
-        input_size=config.TrainConfig.from_dict(cfg).effective_input_size,
-        fine_tune_blocks=cfg.get("fine_tune_blocks", 0),
-    )
-    weights_file = run_dir / LEAN_FILE
-    try:
-        with np.load(weights_file, allow_pickle=False) as npz:
-            grouped: dict[str, dict[int, Any]] = {}
-            for key in npz.files:
-                lname, idx = key.rsplit("/", 1)
-                grouped.setdefault(lname, {})[int(idx)] = npz[key]
-        for lname, weights in grouped.items():
-            model.get_layer(lname).set_weights(
-                [weights[i].astype(np.float32) for i in sorted(weights)]
-            )
-    except Exception as exc:  # noqa: BLE001 - zip, npz, key and shape errors all mean "damaged"
-        raise RunFileError(
-            _damaged(weights_file, f"cannot be loaded ({type(exc).__name__}: {exc})", run_dir)
-        ) from exc
-    return model
-
-
 def load_model(
     run_dir: str | os.PathLike, root: str | os.PathLike | None = None, allow_outside: bool = False
 ) -> Any:
@@ -428,9 +407,7 @@ def load_model(
         RunFileError: the model file (or a lean run's config.json) is damaged or truncated;
             the message names the file.
     """
-    import tf_keras as keras
-
-    from core.models import CUSTOM_OBJECTS
+    from core.models import io as model_io  # TensorFlow; model_io never imports the registry
 
     path = resolve_run(run_dir, root, allow_outside)
     cfg = read_json(path, "config.json", {})
@@ -438,7 +415,13 @@ def load_model(
         raise RunFileError(_damaged(path / "config.json", "is not a JSON object", path))
     if cfg.get("lean") or (path / LEAN_FILE).is_file():
         read_config(path)  # a lean run is rebuilt from its config: refuse a damaged one first
-        return _rebuild_lean(path, cfg)
+        model = model_io.build_lean(cfg)
+        weights_file = path / LEAN_FILE
+        try:
+            return model_io.load_lean_weights(model, weights_file)
+        except Exception as exc:  # noqa: BLE001 - zip, npz, key and shape errors all mean "damaged"
+            what = f"cannot be loaded ({type(exc).__name__}: {exc})"
+            raise RunFileError(_damaged(weights_file, what, path)) from exc
     model_file = path / MODEL_FILE
     if not model_file.is_file():
         raise RegistryError(
@@ -446,9 +429,7 @@ def load_model(
             "the run again"
         )
     try:
-        return keras.models.load_model(
-            model_file, custom_objects=CUSTOM_OBJECTS, compile=False, safe_mode=True
-        )
+        return model_io.load_model_file(model_file)
     except MemoryError:
         raise  # not the file's fault
     except Exception as exc:  # noqa: BLE001 - h5py, zipfile and Keras raise many types here

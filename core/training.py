@@ -25,6 +25,7 @@ import tf_keras as keras
 from core import data, evaluation, info, registry
 from core.config import TrainConfig
 from core.models import build_model, compile_model, prepare_input
+from core.models import io as model_io
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 
@@ -359,7 +360,7 @@ def run(
     result = train(cfg, callbacks, strategy, split_data, verbose=verbose)
     lean = cfg.model == "vgg16"
     if lean:
-        registry.round_trained_to_float16(result.model)
+        model_io.round_trained_to_float16(result.model)
     task = info.task(cfg.dataset)
     labels = info.label_names(cfg.dataset)
     val = evaluation.evaluate(

@@ -5,13 +5,6 @@ process trains it. Everyone sees the job list; only researchers may queue or can
 (core.auth decides how a researcher is recognised).
 """
 
-import sys
-from pathlib import Path
-
-_ROOT = Path(__file__).resolve().parents[1]
-if str(_ROOT) not in sys.path:  # standalone runs (AppTest.from_file) start with only pages/
-    sys.path.insert(0, str(_ROOT))
-
 import sqlite3  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402

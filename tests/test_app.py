@@ -129,7 +129,7 @@ def test_offline_download_shows_numbered_steps(empty_env, monkeypatch):
 
 def test_home_does_not_import_tensorflow(env):
     code = (
-        f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
+        "import sys\n"
         "from streamlit.testing.v1 import AppTest\n"
         f"at = AppTest.from_file({HOME!r}, default_timeout=60); at.run()\n"
         "assert not at.exception, at.exception\n"
@@ -138,6 +138,7 @@ def test_home_does_not_import_tensorflow(env):
     env_vars = {**os.environ, **{k: v for k, v in env.items() if isinstance(v, str)}}
     out = subprocess.run(
         [sys.executable, "-c", code],
+        cwd=ROOT,  # `python -c` imports from the working directory: core, app
         env=env_vars,
         capture_output=True,
         text=True,

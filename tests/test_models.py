@@ -10,6 +10,7 @@ import tf_keras as keras
 
 from core import models, registry
 from core.models import MaxPool3DBuiltin, build_model, compile_model
+from core.models import io as model_io
 
 TASKS = {
     "binary-class": 2,
@@ -173,7 +174,7 @@ def test_lean_vgg16_round_trip(tmp_path, vgg16_weights_file, monkeypatch):
     gamma, beta, mean, var = bn.get_weights()
     var[0] = 1.0e5
     bn.set_weights([gamma, beta, mean, var])
-    registry.round_trained_to_float16(model)
+    model_io.round_trained_to_float16(model)
     assert bn.get_weights()[3][0] == np.float32(1.0e5)
     cfg = {"dataset": "retinamnist", "model": "vgg16", "size": 28, "fine_tune_blocks": 1}
     run = registry.save_run(model, cfg, {}, {}, root=tmp_path, lean=True)

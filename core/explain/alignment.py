@@ -18,7 +18,7 @@ from core.explain.gradcam import METHODS, grad_cam, validate_input
 from core.explain.layers import _resolve_layer
 from core.explain.occlusion import keras_predict_fn
 from core.models import prepare_input
-from core.models.io import load_run_for_eval
+from core.runs import load_run_for_eval
 
 # Datasets whose anatomy can be segmented from the image itself (see anatomy_mask).
 MASK_FLAGS = ("adrenalmnist3d", "vesselmnist3d", "retinamnist")

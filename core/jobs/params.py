@@ -42,8 +42,8 @@ UI_LIMITS: dict[str, tuple[float, float]] = {
     "min_epochs": (0, 300),
     "input_size": (32, 224),
 }
-MODELS_3D: frozenset[str] = frozenset({"cnn3d", "resnet"})
-MODELS_2D: frozenset[str] = frozenset({"cnn2d", "vgg16", "resnet"})
+MODELS_3D = info.MODELS_3D  # kept for importers; the rule lives in core.info
+MODELS_2D = info.MODELS_2D
 
 # kind of every TrainConfig field; a test asserts this covers all of them
 FIELDS: dict[str, str] = {
@@ -177,17 +177,8 @@ def _range_errors(values: Mapping[str, Any], registry_root: Any) -> list[str]:
             )
     dataset_ok = dataset in info.INFO
     model_ok = model in config.MODEL_FAMILIES
-    if dataset_ok and model_ok:
-        if info.is_3d(dataset) and model not in MODELS_3D:
-            errors.append(
-                f"model {model!r} is 2D and cannot train on the 3D dataset "
-                f"{dataset!r}; choose one of {', '.join(sorted(MODELS_3D))}"
-            )
-        if not info.is_3d(dataset) and model not in MODELS_2D:
-            errors.append(
-                f"model {model!r} needs a 3D dataset; {dataset!r} is 2D; choose one "
-                f"of {', '.join(sorted(MODELS_2D))}"
-            )
+    if dataset_ok and model_ok and (mismatch := info.model_mismatch(model, dataset)):
+        errors.append(mismatch)
     if dataset_ok and "size" in values and values["size"] not in info.sizes(dataset):
         errors.append(
             f"size must be one of {info.sizes(dataset)} for {dataset}, got {values['size']!r}"

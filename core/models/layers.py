@@ -5,7 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras as keras
 
-MULTI_LABEL = "multi-label, binary-class"
+from core.info import MULTI_LABEL
 
 
 @keras.saving.register_keras_serializable(package="core")
