@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import streamlit as st
 
 from app import cache, describe, figures, state
 from app import widgets as w
 from app.calc import alignment_rows
-from core import info
+from core import info, registry
 
 st.title("Grad-CAM explorer")
 
@@ -221,7 +219,7 @@ with w.guard("running the model"):
                 "what the model relies on."
             )
 
-quantized = sorted((Path(run["path"]) / "quantized").glob("*.tflite"))
+quantized = registry.quantized_models(run["path"])
 st.subheader("Float vs quantized: occlusion maps")
 if not quantized:
     st.caption(
@@ -229,7 +227,7 @@ if not quantized:
         "`python -m core.quantize RUN_DIR` to compare what the deployed model looks at."
     )
 else:
-    mode = st.selectbox("Quantized variant", [p.stem for p in quantized], key="gradcam_qmode")
+    mode = st.selectbox("Quantized variant", list(quantized), key="gradcam_qmode")
     if st.toggle(
         "Compare occlusion maps",
         key="gradcam_occlusion",
