@@ -1,1 +1,1 @@
-"""Streamlit app: entry point (Home.py), shared widgets and 3D rendering helpers."""
+"""Streamlit app: the router (Home.py), views, cached loaders, figures, pickers and 3D rendering."""

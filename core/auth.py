@@ -11,6 +11,9 @@ four modes, in this order of preference:
   only someone at this machine can reach the page.
 * ``"denied"``: nothing configured and the server is reachable from other machines.
 
+In ``"password"`` mode, :class:`PasswordLockout` counts wrong passwords and refuses further
+tries for a while after too many in a row (the page keeps one per browser session).
+
 Usage::
 
     python -m core.auth hash        # prompts twice (or reads one line from stdin), prints a hash
@@ -26,6 +29,7 @@ import ipaddress
 import secrets
 import sys
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Literal
 
 from core import cli
@@ -40,6 +44,10 @@ DEFAULT_ITERATIONS = 600_000
 MIN_ITERATIONS = 1_000
 SALT_BYTES = 16
 MIN_PASSWORD_LENGTH = 8
+# Wrong passwords in a row before the form is disabled, and for how long: slows guessing through
+# the page to a few tries a minute while a researcher with a typo barely notices.
+MAX_PASSWORD_FAILURES = 5
+LOCKOUT_S = 60.0
 
 
 def _b64encode(raw: bytes) -> str:
@@ -113,6 +121,51 @@ def verify_password(password: str, stored: str | None) -> bool:
     iterations, salt, digest = parsed
     candidate = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
     return hmac.compare_digest(candidate, digest)
+
+
+@dataclass
+class PasswordLockout:
+    """Counts wrong researcher passwords; after ``max_failures`` in a row, locks for ``lockout_s``.
+
+    Pure state: no clock of its own (``now`` is passed in, e.g. ``time.time()``) and no
+    Streamlit, so the page can keep ``failures`` and ``locked_until`` in Session State.
+
+    Example::
+
+        lock = PasswordLockout(failures=4)
+        lock.failure(now=100.0)  # True: the 5th wrong password starts a lock-out
+        lock.remaining_s(now=130.0)  # 30.0; lock.may_try(now=130.0) is False
+    """
+
+    failures: int = 0
+    locked_until: float = 0.0
+    max_failures: int = MAX_PASSWORD_FAILURES
+    lockout_s: float = LOCKOUT_S
+
+    def remaining_s(self, now: float) -> float:
+        """Seconds until a password may be tried again (0 when not locked)."""
+        return max(0.0, self.locked_until - now)
+
+    def may_try(self, now: float) -> bool:
+        """Whether a submitted password is checked at all (False while locked out)."""
+        return now >= self.locked_until
+
+    def success(self) -> None:
+        """A right password: the count starts again."""
+        self.failures = 0
+
+    def failure(self, now: float) -> bool:
+        """Count a wrong password.
+
+        Returns:
+            True when this failure started a lock-out (``locked_until`` set, count reset).
+        """
+        self.failures += 1
+        if self.failures < self.max_failures:
+            return False
+        self.locked_until = now + self.lockout_s
+        self.failures = 0
+        return True
 
 
 def is_loopback_address(address: str | None) -> bool:

@@ -317,6 +317,19 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def quantized_models(run_dir: str | os.PathLike) -> dict[str, Path]:
+    """A run's TFLite files written by ``core.quantize``: ``{mode: quantized/<mode>.tflite}``.
+
+    Args:
+        run_dir: A run directory (as listed by :func:`list_runs`).
+
+    Returns:
+        The files by mode name, sorted by file name; empty when the run was never quantized.
+    """
+    files = sorted((Path(run_dir) / "quantized").glob("*.tflite"))
+    return {path.stem: path for path in files}
+
+
 def default_run_name(cfg: dict[str, Any]) -> str:
     parts = [cfg.get("dataset", "run"), cfg.get("model", "model")]
     if cfg.get("model") == "vgg16":

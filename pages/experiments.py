@@ -9,12 +9,14 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from app import cache, describe, figures
 from app import widgets as w
 from core import info
+from core.results import acc_standard_error, group_runs, mean_std_text
 
 st.title("Experiments")
 
-all_runs = w.runs()
+all_runs = cache.runs()
 if not all_runs:
     st.info(
         "No run in the registry yet: there is nothing to compare.\n\n"
@@ -28,15 +30,17 @@ if not all_runs:
 side = st.sidebar
 wanted = st.query_params.get("run")
 # the dataset with the most runs first: that is where the comparisons are
-counts = Counter(w.run_dataset(r) for r in all_runs)
+counts = Counter(describe.run_dataset(r) for r in all_runs)
 flags = sorted(counts, key=lambda f: (-counts[f], f))
 # a link sets the dataset once, through Session State: ?run= implies its dataset, ?dataset= names it
 w.seed_from_query({"experiments_dataset": ("dataset", str)})
 if "experiments_dataset" not in st.session_state and wanted:
     for r in all_runs:
         if r["name"] == wanted:
-            st.session_state["experiments_dataset"] = w.run_dataset(r)
-flag = side.selectbox("Dataset", flags, key="experiments_dataset", format_func=w.dataset_title)
+            st.session_state["experiments_dataset"] = describe.run_dataset(r)
+flag = side.selectbox(
+    "Dataset", flags, key="experiments_dataset", format_func=describe.dataset_title
+)
 metric = side.radio(
     "Metric",
     ["auc", "acc"],
@@ -50,12 +54,12 @@ if flag == "chestmnist" and metric == "acc":
         "published methods): use AUC."
     )
 
-groups = w.group_runs(all_runs, flag)
+groups = group_runs(all_runs, flag)
 st.caption(
-    f"{w.dataset_title(flag)}: {sum(g['n'] for g in groups)} seed result(s) in "
+    f"{describe.dataset_title(flag)}: {sum(g['n'] for g in groups)} seed result(s) in "
     f"{len(groups)} configuration(s). Error bars: standard deviation over seeds (none with a "
     f"single seed). With {info.n_samples(flag)['test']} test samples the binomial standard "
-    f"error of an ACC is up to {w.acc_standard_error(flag):.3f}: smaller gaps are noise."
+    f"error of an ACC is up to {acc_standard_error(flag):.3f}: smaller gaps are noise."
 )
 
 tabs = st.tabs(["Augmentation", "VGG16 frozen vs fine-tuned", "ResNet vs custom CNN", "All"])
@@ -89,7 +93,9 @@ for tab, (title, keep, complete, hint) in zip(tabs, comparisons, strict=True):
         if not complete(chosen):
             st.caption(f"Only one side of this comparison exists so far. {hint}")
         st.plotly_chart(
-            w.comparison_chart(chosen, flag, metric, f"{title} · {w.dataset_title(flag)}"),
+            figures.comparison_chart(
+                chosen, flag, metric, f"{title} · {describe.dataset_title(flag)}"
+            ),
             key=f"experiments_chart_{title}",
         )
         st.dataframe(
@@ -98,8 +104,8 @@ for tab, (title, keep, complete, hint) in zip(tabs, comparisons, strict=True):
                     {
                         "configuration": g["label"],
                         "seeds": g["n"],
-                        "test AUC": w.mean_std_text(g, "auc"),
-                        "test ACC": w.mean_std_text(g, "acc"),
+                        "test AUC": mean_std_text(g, "auc"),
+                        "test ACC": mean_std_text(g, "acc"),
                         "runs": ", ".join(g["runs"]),
                     }
                     for g in chosen
@@ -123,17 +129,17 @@ if run is None:
     st.stop()
 cfg, metrics = run["config"], run["metrics"]
 st.caption(
-    f"{w.run_variant(run)} · {metrics.get('epochs_run', '?')} epochs (best "
+    f"{describe.run_variant(run)} · {metrics.get('epochs_run', '?')} epochs (best "
     f"{metrics.get('best_epoch', '?')}) · {metrics.get('params', '?'):,} parameters · "
     f"{metrics.get('s_per_epoch', '?')} s/epoch · lr {cfg.get('learning_rate')} · "
     f"batch {cfg.get('batch_size')} · seed {cfg.get('seed')}"
     if isinstance(metrics.get("params"), int)
-    else w.run_variant(run)
+    else describe.run_variant(run)
 )
 w.metric_vs_published(flag, metrics.get("test") or {})
 
-history = w.run_file(run["path"], "history.json")
-evaluation = w.run_file(run["path"], "evaluation.json")
+history = cache.run_file(run["path"], "history.json")
+evaluation = cache.run_file(run["path"], "evaluation.json")
 curves, roc_tab, confusion_tab, per_class_tab = st.tabs(
     ["Training curves", "ROC curves", "Confusion matrix", "Per-class metrics"]
 )

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import streamlit as st
 
-from app import state
+from app import cache, describe, figures, state
 from app import widgets as w
-from core import info
+from core import info, registry
+from core.results import alignment_rows
 
 st.title("Grad-CAM explorer")
 
 w.seed_from_query({"gradcam_split": ("split", str), "gradcam_index": ("index", int)})
 side = st.sidebar
-run = w.run_picker_ui(w.runs(), key="gradcam_run", container=side)
+run = w.run_picker_ui(cache.runs(), key="gradcam_run", container=side)
 if run is None:
     st.info(
         "No trained model in the registry yet, so there is nothing to explain.\n\n"
@@ -26,11 +25,11 @@ if run is None:
     )
     st.stop()
 
-flag, size = w.run_dataset(run), w.run_size(run)
+flag, size = describe.run_dataset(run), describe.run_size(run)
 labels = info.label_names(flag)
 three_d = info.is_3d(flag)
 with w.guard("loading the model") as g:
-    model = w.load_model(run["path"])
+    model = cache.load_model(run["path"])
 if g.failed:
     st.stop()
 in_shape = tuple(int(d) for d in model.input_shape[1:])
@@ -53,13 +52,13 @@ true_text = "unknown (uploaded image)"
 if source == "Dataset sample":
     split = w.split_ui(key="gradcam_split", container=side)
     with w.guard("loading the images") as g:
-        xs, ys = w.model_split(flag, split, size)
+        xs, ys = cache.model_split(flag, split, size)
     if g.failed:
         st.stop()
     # a link's ?index= (or the last choice) stays while it is a sample of this split
     state.follow("gradcam_index", range(len(xs)), 0)
     index = int(side.number_input(f"Sample (0–{len(xs) - 1})", 0, len(xs) - 1, key="gradcam_index"))
-    x = w.prepare(run, xs[index : index + 1])[0]
+    x = cache.prepare(run, xs[index : index + 1])[0]
     display = xs[index]
     truth = np.flatnonzero(ys[index]) if info.is_multilabel(flag) else [int(ys[index, 0])]
     true_text = ", ".join(labels[k] for k in truth) or "no finding"
@@ -115,7 +114,7 @@ cmap = side.selectbox("Colormap", w.COLORMAPS, key="gradcam_cmap")
 alpha = side.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="gradcam_alpha")
 
 with w.guard("running the model"):
-    probs = w.probabilities(run["path"], x)
+    probs = cache.probabilities(run["path"], x)
     # a new model or sample starts at its own predicted class (see class_picker_ui)
     target = w.class_picker_ui(
         labels, probs, key="gradcam_target", context=(run["path"], origin), container=side
@@ -124,7 +123,7 @@ with w.guard("running the model"):
     pred_name = labels[predicted] if predicted < len(labels) else str(predicted)
     target_name = labels[target] if target < len(labels) else str(target)
     st.markdown(
-        f"**{w.dataset_title(flag)}** · `{run['name']}` · {origin} · true label: "
+        f"**{describe.dataset_title(flag)}** · `{run['name']}` · {origin} · true label: "
         f"**{true_text}** · predicted: **{pred_name}** ({probs[predicted]:.1%})"
     )
     st.markdown(
@@ -136,7 +135,7 @@ with w.guard("running the model"):
         list(w.CAM_METHODS.values()) if method_name == "Both" else [w.CAM_METHODS[method_name]]
     )
     with w.Timer() as timer:
-        cams = {m: w.heatmap(run["path"], x, m, target) for m in methods}
+        cams = {m: cache.heatmap(run["path"], x, m, target) for m in methods}
     st.caption(f"Grad-CAM: {timer.ms:.0f} ms server time")
 
     slice_index = None
@@ -168,7 +167,7 @@ with w.guard("running the model"):
             },
         )
     for method, cam in cams.items():
-        pictures = w.cam_pictures(display, cam, alpha, cmap, slice_index)
+        pictures = figures.cam_pictures(display, cam, alpha, cmap, slice_index)
         title = {v: k for k, v in w.CAM_METHODS.items()}[method]
         st.subheader(title)
         cols = st.columns(3)
@@ -179,7 +178,7 @@ with w.guard("running the model"):
             col.image(pictures[caption.lower()], caption=caption + where, width="stretch")
         st.download_button(
             f"Download the {title} overlay of class {target}: {target_name} (PNG)",
-            data=w.png_bytes(pictures["overlay_full"]),
+            data=figures.png_bytes(pictures["overlay_full"]),
             file_name=f"{run['name']}_{origin_file}{slice_file}_{method}_class{target}.png",
             mime="image/png",
             key=f"gradcam_download_{method}",
@@ -187,7 +186,7 @@ with w.guard("running the model"):
         )
 
     st.subheader("Does the heat fall on the anatomy?")
-    alignment = w.alignment(x, cams, flag)
+    alignment = figures.alignment(x, cams, flag)
     if alignment is None:
         st.caption(
             f"No anatomy mask is defined for {flag}; the alignment score is available for "
@@ -208,10 +207,10 @@ with w.guard("running the model"):
             f"{alignment['area']:.1%}",
             help="What a heatmap spread evenly over the image would score.",
         )
-    stored = run.get("explain") or w.run_file(run["path"], "explain.json")
+    stored = run.get("explain") or cache.run_file(run["path"], "explain.json")
     if stored:
         with st.expander(f"Alignment over the test split ({stored.get('split', 'test')})"):
-            st.dataframe(w.alignment_rows(stored), hide_index=True, key="alignment_table")
+            st.dataframe(alignment_rows(stored), hide_index=True, key="alignment_table")
             st.caption(
                 "Heat on anatomy: share of heatmap energy inside the organ mask (3D) or fundus "
                 "disk (RetinaMNIST); compare it with the anatomy's area, which a uniform map "
@@ -220,7 +219,7 @@ with w.guard("running the model"):
                 "what the model relies on."
             )
 
-quantized = sorted((Path(run["path"]) / "quantized").glob("*.tflite"))
+quantized = registry.quantized_models(run["path"])
 st.subheader("Float vs quantized: occlusion maps")
 if not quantized:
     st.caption(
@@ -228,7 +227,7 @@ if not quantized:
         "`python -m core.quantize RUN_DIR` to compare what the deployed model looks at."
     )
 else:
-    mode = st.selectbox("Quantized variant", [p.stem for p in quantized], key="gradcam_qmode")
+    mode = st.selectbox("Quantized variant", list(quantized), key="gradcam_qmode")
     if st.toggle(
         "Compare occlusion maps",
         key="gradcam_occlusion",
@@ -236,8 +235,8 @@ else:
         "too. Takes a few seconds.",
     ):
         with w.guard("computing occlusion maps"):
-            maps = w.occlusion_pair(run["path"], mode, x, target)
-            pics = w.occlusion_pictures(display, maps, cmap, slice_index)
+            maps = cache.occlusion_pair(run["path"], mode, x, target)
+            pics = figures.occlusion_pictures(display, maps, cmap, slice_index)
             cols = st.columns(2)
             cols[0].image(pics["float"], caption="Float (Keras) occlusion", width="stretch")
             cols[1].image(pics["quantized"], caption=f"{mode} (TFLite) occlusion", width="stretch")

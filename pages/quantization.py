@@ -6,11 +6,12 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from app import cache, describe
 from app import widgets as w
 
 st.title("Quantization")
 
-quantized_runs = [r for r in w.runs() if w.quantized_results(r)]
+quantized_runs = [r for r in cache.runs() if cache.quantized_results(r)]
 if not quantized_runs:
     st.info(
         "No run has quantized variants yet (`<run>/quantized/results.json`).\n\n"
@@ -22,10 +23,10 @@ if not quantized_runs:
 
 # open on a run whose variants all work; a collapsed variant is still one click away
 quantized_runs.sort(
-    key=lambda r: any("collapsed" in str(x.get("notes")) for x in w.quantized_results(r))
+    key=lambda r: any("collapsed" in str(x.get("notes")) for x in cache.quantized_results(r))
 )
 run = w.run_picker_ui(quantized_runs, key="quant_run", container=st.sidebar)
-rows = w.quantized_results(run)
+rows = cache.quantized_results(run)
 table = pd.DataFrame(rows)
 collapsed = [r["mode"] for r in rows if "collapsed" in str(r.get("notes"))]
 if collapsed:
@@ -36,7 +37,8 @@ if collapsed:
         icon=":material/warning:",
     )
 st.caption(
-    f"`{run['name']}` · {w.dataset_title(w.run_dataset(run))} · {w.run_variant(run)}. "
+    f"`{run['name']}` · {describe.dataset_title(describe.run_dataset(run))} · "
+    f"{describe.run_variant(run)}. "
     "Row *float* = the Keras model converted to TFLite without quantization. Latency: one "
     "sample per call on this machine's CPU."
 )
@@ -136,7 +138,7 @@ st.dataframe(
 )
 # Notes are sentences (conversion details, failures); a table cell would cut them off. A note
 # every quantized mode shares (the head BatchNorm fold) is said once.
-raw = run.get("quantized") or w.run_file(run["path"], "quantized/results.json") or {}
+raw = run.get("quantized") or cache.run_file(run["path"], "quantized/results.json") or {}
 raw_modes = raw.get("modes") if isinstance(raw, dict) and isinstance(raw.get("modes"), dict) else {}
 
 

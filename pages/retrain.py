@@ -5,18 +5,15 @@ process trains it. Everyone sees the job list; only researchers may queue or can
 (core.auth decides how a researcher is recognised).
 """
 
-import sqlite3  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
+import time
+from typing import Any
 
-import streamlit as st  # noqa: E402
+import streamlit as st
 
-from app import retrain_ui  # noqa: E402
-from core import auth, config, data, info, jobs  # noqa: E402
-from core.jobs import control as worker_control  # noqa: E402
+from app import retrain_ui
+from core import auth, config, data, info, jobs
+from core.jobs import control as worker_control
 
-MAX_PASSWORD_FAILURES = 5
-LOCKOUT_S = 60.0
 POLL_S = 2.0
 
 
@@ -100,18 +97,21 @@ def _access() -> tuple[str, bool, str | None]:
             "can follow the jobs below; enter the researcher password in the sidebar to "
             "queue or cancel training."
         )
-        locked_until = float(st.session_state.get("retrain_locked_until", 0.0))
-        password = retrain_ui.password_ui(max(0.0, locked_until - time.time()))
-        if password is not None and time.time() >= locked_until:
+        lockout = auth.PasswordLockout(
+            failures=int(st.session_state.get("retrain_failures", 0)),
+            locked_until=float(st.session_state.get("retrain_locked_until", 0.0)),
+        )
+        password = retrain_ui.password_ui(lockout.remaining_s(time.time()))
+        if password is not None and lockout.may_try(time.time()):
             if auth.verify_password(password, hash_value):
+                lockout.success()
                 st.session_state["retrain_unlocked"] = True
-                st.session_state["retrain_failures"] = 0
+                st.session_state["retrain_failures"] = lockout.failures
                 st.rerun()
-            failures = int(st.session_state.get("retrain_failures", 0)) + 1
-            st.session_state["retrain_failures"] = failures
-            if failures >= MAX_PASSWORD_FAILURES:
-                st.session_state["retrain_locked_until"] = time.time() + LOCKOUT_S
-                st.session_state["retrain_failures"] = 0
+            locked = lockout.failure(time.time())
+            st.session_state["retrain_failures"] = lockout.failures
+            if locked:
+                st.session_state["retrain_locked_until"] = lockout.locked_until
                 st.rerun()  # redraw the form disabled, with the lock-out note
             st.sidebar.error("Wrong password.")
         return mode, False, None
@@ -246,7 +246,7 @@ def _jobs_panel(store: jobs.JobStore, researcher: bool) -> None:
     def panel() -> None:
         try:
             _panel_body(store, researcher, any_active)
-        except sqlite3.Error as exc:
+        except jobs.StoreError as exc:
             st.error(
                 f"The job database cannot be read right now: {exc}. Retrying in {POLL_S:.0f} s."
             )
@@ -293,7 +293,7 @@ def main() -> None:
         else:
             st.sidebar.info("Retraining needs the researcher role; you can follow jobs here.")
         _jobs_panel(store, researcher)
-    except sqlite3.Error as exc:
+    except jobs.StoreError as exc:
         st.error(
             f"The job database cannot be read: {exc}\n\n"
             f"1. Check that `{config.jobs_db()}` (set by JOBS_DB) is on a writable local "

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app import state
+from app import cache, describe, figures, state
 from app import widgets as w
 from core import info
+from core.results import outcome_table
 
 PAGE_SIZE = 24
 COLUMNS = 8
@@ -37,12 +38,12 @@ task = info.task(flag)
 multilabel = info.is_multilabel(flag)
 
 with w.guard("loading the images") as g:
-    images, y = w.raw_split(flag, split, size)
+    images, y = cache.raw_split(flag, split, size)
 if g.failed:
     st.stop()
 
 st.caption(
-    f"{w.dataset_title(flag)} · {split} split · {len(images)} samples · {task} · "
+    f"{describe.dataset_title(flag)} · {split} split · {len(images)} samples · {task} · "
     f"{info.modality_note(flag)}"
 )
 
@@ -67,21 +68,23 @@ else:
 
 # Model predictions are optional: the browser works without any trained model.
 run = w.run_picker_ui(
-    w.runs(),
+    cache.runs(),
     key="samples_run",
     optional=True,
     label="Model (optional)",
     dataset=flag,
     container=side,
 )
-if run is not None and w.run_size(run) != size:
-    side.caption(f"This model was trained at size {w.run_size(run)}; pick that size to use it.")
+if run is not None and describe.run_size(run) != size:
+    side.caption(
+        f"This model was trained at size {describe.run_size(run)}; pick that size to use it."
+    )
     run = None
 outcome = None
 if run is not None:
     with w.guard("predicting with the model"):
-        probs = w.predictions(run["path"], split)
-        outcome = w.outcome_table(y, probs, task)
+        probs = cache.predictions(run["path"], split)
+        outcome = outcome_table(y, probs, task)
 
 mask = np.ones(len(images), dtype=bool)
 if label_choice != "all":
@@ -122,9 +125,9 @@ page_indices = indices[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
 
 def _thumb(i: int) -> np.ndarray:
     """Thumbnail enlarged by a whole factor to at least THUMB_PX (the browser only shrinks it)."""
-    arr = w.thumbnail(images[i], thumb_mode)
+    arr = figures.thumbnail(images[i], thumb_mode)
     side = max(arr.shape[:2])
-    return w.upscale(arr, -(-THUMB_PX // side) * side)
+    return figures.upscale(arr, -(-THUMB_PX // side) * side)
 
 
 def _caption(i: int) -> str:
@@ -166,7 +169,10 @@ current = st.selectbox(
 )
 left, right = st.columns([1, 2])
 with left:
-    st.image(w.upscale(w.thumbnail(images[current], thumb_mode), 280), caption=_caption(current))
+    st.image(
+        figures.upscale(figures.thumbnail(images[current], thumb_mode), 280),
+        caption=_caption(current),
+    )
     if info.is_3d(flag):
         st.page_link(
             "../pages/volume.py",
@@ -187,7 +193,7 @@ with right:
         st.info("Pick a model in the sidebar to see its predicted probabilities.")
     else:
         st.plotly_chart(
-            w.probability_chart(probs[current], labels, true_idx),
+            figures.probability_chart(probs[current], labels, true_idx),
             key="samples_probs",
             width="stretch",
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app import state
+from app import cache, describe, figures, state
 from app import volume as v3d
 from app import widgets as w
 from core import info
@@ -28,7 +28,7 @@ if picked is None:
 flag, size = picked
 split = w.split_ui(key="volume_split", container=side)
 with w.guard("loading the volumes") as g:
-    images, y = w.raw_split(flag, split, size)
+    images, y = cache.raw_split(flag, split, size)
 if g.failed:
     st.stop()
 labels = info.label_names(flag)
@@ -43,14 +43,14 @@ volume = images[index].astype(np.float32) / 255.0  # (D, H, W) in [0, 1]
 true_label = labels[int(y[index, 0])] if not info.is_multilabel(flag) else "multi-label"
 
 st.info(
-    f"**{w.dataset_title(flag)}**, {split} sample #{index}, {size}³ voxels, true label "
+    f"**{describe.dataset_title(flag)}**, {split} sample #{index}, {size}³ voxels, true label "
     f"**{true_label}**. Voxel values are a **{info.modality_note(flag)}**.",
     icon=":material/info:",
 )
 
 # Grad-CAM needs a 3D model trained on this dataset at this size (optional).
 run = w.run_picker_ui(
-    w.runs(),
+    cache.runs(),
     key="volume_run",
     optional=True,
     label="Model for Grad-CAM (optional)",
@@ -58,15 +58,15 @@ run = w.run_picker_ui(
     three_d=True,
     container=side,
 )
-if run is not None and w.run_size(run) != size:
-    side.caption(f"That model was trained on {w.run_size(run)}³ volumes; choose that size.")
+if run is not None and describe.run_size(run) != size:
+    side.caption(f"That model was trained on {describe.run_size(run)}³ volumes; choose that size.")
     run = None
 cam = None
 if run is not None:
     method_name = side.radio("Method", list(w.CAM_METHODS), key="volume_method", horizontal=True)
     with w.guard("computing the 3D Grad-CAM"):
         x = volume[..., None]
-        probs = w.probabilities(run["path"], x)
+        probs = cache.probabilities(run["path"], x)
         target = w.class_picker_ui(
             labels,
             probs,
@@ -74,7 +74,7 @@ if run is not None:
             context=(run["path"], flag, size, split, index),
             container=side,
         )
-        cam = w.heatmap(run["path"], x, w.CAM_METHODS[method_name], target)
+        cam = cache.heatmap(run["path"], x, w.CAM_METHODS[method_name], target)
         side.caption(
             f"Model says **{labels[int(np.argmax(probs))]}** ({probs.max():.0%})."
             if len(labels) == len(probs)
@@ -130,7 +130,7 @@ with scene_col:
     with w.guard("drawing the 3D scene"):
         if viewer == "PyVista (VTK)":
             try:
-                html = w.scene_html(volume, cam, opts, repr(opts))
+                html = cache.scene_html(volume, cam, opts, repr(opts))
             except RuntimeError as exc:
                 w.log.warning("PyVista scene failed: %s", exc)
                 st.warning(
@@ -171,7 +171,7 @@ def slice_viewer(volume: np.ndarray, cam: np.ndarray | None) -> None:
         numbers.append(st.slider(f"{name} slice", 1, n, key=f"volume_slice_{axis}"))
     with w.Timer() as timer:
         pictures = [
-            w.slice_picture(volume, cam, axis, number - 1, alpha, cmap)
+            figures.slice_picture(volume, cam, axis, number - 1, alpha, cmap)
             for (_, axis, _), number in zip(planes, numbers, strict=True)
         ]
         cols = st.columns(3)

@@ -361,7 +361,7 @@ def test_retrain_page_is_wired(env):
 
 
 def test_group_runs_separates_recipes_and_labels_what_differs():
-    from app import widgets as w
+    from core.results import group_runs
 
     def run(name, seed, auc, **cfg):
         base = {"dataset": "retinamnist", "model": "vgg16", "augment": True, "size": 28}
@@ -380,7 +380,7 @@ def test_group_runs_separates_recipes_and_labels_what_differs():
         run("big", 0, 0.60, input_size=64),
         run("other-data", 0, 0.9, dataset="breastmnist"),
     ]
-    groups = {g["label"]: g for g in w.group_runs(runs, "retinamnist")}
+    groups = {g["label"]: g for g in group_runs(runs, "retinamnist")}
     assert set(groups) == {
         "vgg16 · fine-tune 2 · aug on",
         "vgg16 · fine-tune 2 · aug on · lr schedule cosine, weight ema 0.99",

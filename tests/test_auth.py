@@ -153,3 +153,23 @@ def test_cli_refuses_short_passwords():
     assert result.returncode == 2
     assert result.stdout == ""
     assert "at least" in result.stderr
+
+
+def test_password_lockout_after_repeated_failures_then_a_fresh_count():
+    lock = auth.PasswordLockout()
+    assert lock.max_failures == auth.MAX_PASSWORD_FAILURES and lock.lockout_s == auth.LOCKOUT_S
+    for _ in range(auth.MAX_PASSWORD_FAILURES - 1):
+        assert lock.failure(now=100.0) is False
+    assert lock.may_try(now=100.0) and lock.remaining_s(now=100.0) == 0.0
+    assert lock.failure(now=100.0) is True  # the last allowed failure locks
+    assert lock.failures == 0 and lock.locked_until == 100.0 + auth.LOCKOUT_S
+    assert not lock.may_try(now=130.0) and lock.remaining_s(now=130.0) == auth.LOCKOUT_S - 30.0
+    assert lock.may_try(now=100.0 + auth.LOCKOUT_S) and lock.remaining_s(now=1e9) == 0.0
+
+
+def test_password_lockout_success_resets_the_count():
+    lock = auth.PasswordLockout(failures=3, max_failures=4, lockout_s=5.0)
+    lock.success()
+    assert lock.failures == 0
+    assert [lock.failure(now=0.0) for _ in range(4)] == [False, False, False, True]
+    assert lock.locked_until == 5.0

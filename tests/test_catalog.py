@@ -184,9 +184,10 @@ def test_promote_cli(reg, capsys):
 def _picker_script():
     import streamlit as st
 
+    from app import cache
     from app import widgets as w
 
-    run = w.run_picker_ui(w.runs(), key="pick", dataset="retinamnist")
+    run = w.run_picker_ui(cache.runs(), key="pick", dataset="retinamnist")
     st.write(f"chosen={run['name']}")
 
 

@@ -51,7 +51,13 @@ from core.jobs.params import (
     check_params,
 )
 from core.jobs.schema import ACTIVE_STATUSES, STATUSES, TERMINAL_STATUSES, Job
-from core.jobs.store import LOG_MAX_CHARS, WORKER_DIED_MESSAGE, JobStore, JobStoreError
+from core.jobs.store import (
+    LOG_MAX_CHARS,
+    WORKER_DIED_MESSAGE,
+    JobStore,
+    JobStoreError,
+    StoreError,
+)
 from core.jobs.worker import (
     CANCEL_GRACE_S,
     HEARTBEAT_S,
@@ -82,6 +88,7 @@ __all__ = [
     "Job",
     "JobStore",
     "JobStoreError",
+    "StoreError",
     "ParamCheck",
     "Worker",
     "WorkerInfo",

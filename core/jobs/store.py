@@ -46,6 +46,11 @@ class JobStoreError(sqlite3.DatabaseError, RuntimeError):
     """
 
 
+# Any error of the job database (busy, damaged, unreadable, or a JobStoreError): what a caller
+# of JobStore catches, so the Retrain page need not import sqlite3 itself.
+StoreError = sqlite3.Error
+
+
 # sqlite result codes meaning "this file cannot be the queue", as opposed to a busy database
 _UNUSABLE_FILE_ERRORS = frozenset(
     {"SQLITE_NOTADB", "SQLITE_CORRUPT", "SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_IOERR"}

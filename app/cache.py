@@ -1,0 +1,201 @@
+"""Cached loaders: every ``st.cache_data``/``st.cache_resource`` wrapper around a ``core`` call.
+
+Runs and their JSON files, the local dataset list, image splits, models, predictions, Grad-CAM
+and occlusion maps, TFLite interpreters, 3D scene files and the training worker's start. Each
+cache keeps the bound and reason it was given (issue 16). Nothing here imports TensorFlow at
+import time (the Home page imports this module and must stay fast): loaders that need a model
+import ``core.registry``/``core.evaluation``/``core.explain`` inside the function.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from app.describe import run_dataset, run_size
+from core import config
+from core.results import quantized_rows
+
+log = logging.getLogger("medmnist_review.app")
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file's content, or None when it is missing or unreadable (logged)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        log.warning("unreadable %s: %s", path, exc)
+        return None
+
+
+# Cache bounds (issue 16: a server up all day must not grow): every cache below has
+# max_entries, and the ones holding arrays also a ttl so an idle server drops them. The numbers
+# are sized for this app's use (a handful of registries/models, 8-12 concurrent reviewers).
+@st.cache_data(ttl=5, max_entries=4, show_spinner=False)  # one registry root in practice
+def runs(root: str | None = None) -> list[dict[str, Any]]:
+    """Every run in the registry, the default first (cheap: JSON only, no TensorFlow).
+
+    Order (``core.catalog.order_runs``): reference runs by validation AUC, then experimental
+    runs newest first, so a fresh job never becomes a page's default. Each run gets its
+    ``status`` ("reference"/"experimental"). A short TTL lets a run finished by a background
+    job appear without a server restart.
+    """
+    from core import catalog, registry
+
+    out = []
+    for run in registry.list_runs(root):
+        run = dict(run)
+        run["path"] = str(run["path"])
+        run.setdefault("config", {})
+        run.setdefault("metrics", {})
+        run["status"] = catalog.status(run)
+        out.append(run)
+    return catalog.order_runs(out)
+
+
+@st.cache_data(ttl=30, show_spinner=False, max_entries=64)  # small JSON files
+def run_file(run_path: str, name: str) -> Any:
+    """``history.json``, ``evaluation.json``, ``quantized/results.json`` ... of a run, or None."""
+    return read_json(Path(run_path) / name)
+
+
+def quantized_results(run: dict) -> list[dict[str, Any]]:
+    """Rows of ``<run>/quantized/results.json`` for display (``core.results.quantized_rows``)."""
+    data = run.get("quantized")
+    if data is None:
+        data = run_file(run["path"], "quantized/results.json")
+    return quantized_rows(data)
+
+
+@st.cache_data(ttl=10, max_entries=1, show_spinner=False)  # no arguments: one entry
+def local_status() -> list[dict[str, Any]]:
+    from core import data
+
+    return data.local_status()
+
+
+# 6 splits: the test splits of the datasets in use; ~7 MB each at 28 px (3D), ~80 MB for 64³
+@st.cache_data(max_entries=6, ttl=3600, show_spinner="Loading images…")
+def raw_split(flag: str, split: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images as stored and int64 labels ``(N, L)``."""
+    from core import data
+
+    return data.load_raw_split(flag, split, size)
+
+
+@st.cache_data(max_entries=6, ttl=3600, show_spinner="Loading images…")  # float32: 4x raw
+def model_split(flag: str, split: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """float32 channels-last images in [0, 1] and labels, as the models take them."""
+    from core import data
+
+    return data.load_split(flag, split, size)
+
+
+# 4 models (~1-60 MB each); no ttl: reloading a VGG16 costs seconds of a user's time
+@st.cache_resource(max_entries=4, show_spinner="Loading the model…")
+def load_model(run_path: str):
+    """The run's Keras model, shared by every session (inference only, so thread-safe)."""
+    from core import registry
+
+    return registry.load_model(run_path)
+
+
+def prepare(run: dict, x: np.ndarray) -> np.ndarray:
+    """Convert ``load_split``-style images to what this run's model takes (VGG16: RGB)."""
+    from core import models
+
+    return models.prepare_input(run["config"].get("model"), x)
+
+
+@st.cache_data(max_entries=16, ttl=3600, show_spinner="Predicting…")  # (N, classes) floats
+def predictions(run_path: str, split: str) -> np.ndarray:
+    """Probabilities of a run's model on a whole split, cached per (run, split)."""
+    from core import evaluation
+
+    run = _run_by_path(run_path)
+    x, _ = model_split(run_dataset(run), split, run_size(run))
+    return evaluation.predict(load_model(run_path), prepare(run, x))
+
+
+def _run_by_path(run_path: str) -> dict:
+    for run in runs():
+        if run["path"] == run_path:
+            return run
+    raise FileNotFoundError(f"no run at {run_path} in the registry {config.trained_models_dir()}")
+
+
+# 64 maps ≈ 8 reviewers x 4 samples x 2 methods; ≤ 88 kB each at 28³ (1 MB at 64³)
+@st.cache_data(max_entries=64, ttl=3600, show_spinner=False)
+def heatmap(run_path: str, x: np.ndarray, method: str, class_index: int | None) -> np.ndarray:
+    """Grad-CAM map of one model input ``x`` (no batch axis), spatial shape of ``x``."""
+    from core import explain
+
+    model = load_model(run_path)
+    return explain.grad_cam(model, x[None], class_index=class_index, method=method)[0]
+
+
+@st.cache_data(max_entries=64, ttl=3600, show_spinner=False)  # a few floats each
+def probabilities(run_path: str, x: np.ndarray) -> np.ndarray:
+    """Class probabilities of one model input ``x`` (no batch axis)."""
+    from core import evaluation
+
+    return evaluation.predict(load_model(run_path), x[None])[0]
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the TFLite model…")  # ≤ 8 variants
+def tflite_model(path: str):
+    """A shared, thread-safe TFLite interpreter for a ``quantized/<mode>.tflite`` file."""
+    from core.tflite_runner import TFLiteModel
+
+    return TFLiteModel(path)
+
+
+@st.cache_data(max_entries=32, ttl=3600, show_spinner="Computing occlusion maps…")  # 2 maps
+def occlusion_pair(run_path: str, mode: str, x: np.ndarray, target: int) -> dict[str, Any]:
+    """Occlusion maps of the float model and one quantized variant, and their correlation."""
+    from core import explain
+
+    model = load_model(run_path)
+    tfl = tflite_model(str(Path(run_path) / "quantized" / f"{mode}.tflite"))
+    patch = max(2, x.shape[0] // 7)
+    float_map = explain.occlusion_map(
+        explain.keras_predict_fn(model), x, class_index=target, patch=patch
+    )
+    quant_map = explain.occlusion_map(tfl.predict, x, class_index=target, patch=patch)
+    return {
+        "float": float_map,
+        "quantized": quant_map,
+        "correlation": explain.occlusion_agreement(float_map, quant_map),
+    }
+
+
+def scene_html(volume: np.ndarray, cam: np.ndarray | None, _opts: Any, opts_key: str = "") -> Path:
+    """The PyVista scene's HTML *file* (for ``st.iframe``), built by the child renderer once.
+
+    Not ``st.cache_data``: scenes are cached as files (``app.volume.scene_file``), because an
+    HTML string handed to ``st.iframe`` stays pinned in urllib's URL cache (~3.7 MB a scene).
+    """
+    from app import volume as v3d
+
+    cached = v3d.cached_scene_file(volume, cam, _opts)
+    if cached is not None:
+        return cached
+    with st.spinner("Building the 3D scene…"):
+        return v3d.scene_file(volume, cam, _opts)
+
+
+@st.cache_resource(max_entries=1, show_spinner=False)  # no arguments: one entry per server
+def start_worker() -> str:
+    """Start the local training worker once per server process (not per session)."""
+    from core import jobs
+
+    result = jobs.ensure_worker()
+    return str(result) if result is not None else "started"

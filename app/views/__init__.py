@@ -1,0 +1,1 @@
+"""Pages drawn by the router (``app/Home.py``) as functions: the home page."""
