@@ -134,12 +134,19 @@ def test_alignment_rows():
     assert row["method"] == "Grad-CAM" and row["samples"] == 10 and row["ratio"] == 1.3
 
 
-def test_app_widgets_reuse_core_results():
-    """The app shows the same numbers as the report: its helpers are core.results' own."""
-    from app import widgets
+def test_app_uses_core_results_tables():
+    """The app shows the same numbers as the report: pages import core.results' own tables."""
+    pages = Path(ROOT, "pages")
+    for page, name in (
+        ("experiments.py", "group_runs"),
+        ("samples.py", "outcome_table"),
+        ("gradcam.py", "alignment_rows"),
+    ):
+        text = (pages / page).read_text()
+        assert "from core.results import" in text and name in text, page
+    from app import cache
 
-    for name in ("group_runs", "outcome_table", "alignment_rows", "mean_std_text", "seed_scores"):
-        assert getattr(widgets, name) is getattr(results, name)
+    assert cache.quantized_rows is results.quantized_rows
 
 
 def test_results_imports_neither_tensorflow_nor_streamlit():

@@ -116,7 +116,9 @@ def import_graph() -> dict[str, set[str]]:
             if source:
                 targets.append(source)
             inside = name == module or name.startswith(module + ".")
-            if module in _modules() and not (inside and source):
+            # `from pkg import sub` inside pkg: pkg is already being imported (as for ancestors)
+            submodule = bool(imported) and f"{module}.{imported}" in _modules()
+            if module in _modules() and not (inside and (source or submodule)):
                 targets.append(module)
             for target in targets:
                 edges.add(target)
