@@ -15,11 +15,9 @@ This module imports neither TensorFlow nor (at import time) PyVista.
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -222,7 +220,7 @@ def pyvista_scene_html(
 # entries then pins two copies of every distinct scene: ~3.7 MB each, never given back before
 # the 128th). st.iframe given a Path reads the file without that. Cached in memory too
 # (st.cache_data), each scene also kept a pickled copy. Files are keyed by content and the
-# newest SCENE_FILES are kept (~90 MB of disk at most), in a folder removed at exit.
+# newest SCENE_FILES are kept (~90 MB of disk at most).
 SCENE_FILES = 48
 _scene_dir: Path | None = None
 _scene_lock = threading.Lock()
@@ -232,8 +230,11 @@ def _scene_folder() -> Path:
     global _scene_dir
     with _scene_lock:
         if _scene_dir is None or not _scene_dir.is_dir():
-            _scene_dir = Path(tempfile.mkdtemp(prefix="medmnist-scenes-"))
-            atexit.register(shutil.rmtree, _scene_dir, True)
+            # One folder per user, shared by this user's servers: a server stopped by a signal
+            # runs no cleanup, and files keyed by content are valid for any server, so the
+            # pruning in scene_file bounds the folder whatever happened before.
+            _scene_dir = Path(tempfile.gettempdir()) / f"medmnist-scenes-{os.getuid()}"
+            _scene_dir.mkdir(mode=0o700, exist_ok=True)
         return _scene_dir
 
 

@@ -78,8 +78,9 @@ RERUN_DONE_JS = """
     else if (ran && state === 'notRunning') return true;
   }
   const app = document.querySelector('[data-testid=stApp]');
-  // No rerun seen within 8 s (the action changed nothing): count it as done, flagged.
-  return performance.now() - t0 > 8000 && app &&
+  // No rerun seen within 60 s (the action changed nothing): count it as done, flagged. Under
+  // heavy load a rerun can start seconds after the action, so this must not be short.
+  return performance.now() - t0 > 60000 && app &&
          app.getAttribute('data-test-script-state') === 'notRunning' ? 'none' : false;
 }
 """
