@@ -10,7 +10,57 @@ from app import widgets as w
 from core import info, registry
 from core.results import alignment_rows
 
+OCCLUSION_CMAP = "gradcam_occlusion_cmap"
+
+
+@st.fragment
+def cam_views(
+    box,
+    display: np.ndarray,
+    cams: dict[str, np.ndarray],
+    slice_index: int | None,
+    depth: int,
+    explained: str,
+    file_stem: str,
+    file_class: str,
+) -> None:
+    """Colormap and opacity controls (in the sidebar ``box``), pictures and downloads.
+
+    A fragment: moving these two controls reruns only this function, with the arguments of
+    the last full run; anything else (run, sample, method, class, slice) reruns the page and
+    calls it again with new ones. The occlusion pictures further down use the colormap too:
+    when they are shown and it changes, the whole page reruns (a full run does not: it pops
+    the mark before calling this).
+    """
+    cmap = box.selectbox("Colormap", w.COLORMAPS, key="gradcam_cmap")
+    alpha = box.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="gradcam_alpha")
+    if st.session_state.get(OCCLUSION_CMAP, cmap) != cmap:
+        st.rerun()  # the full run draws the occlusion pictures in the new colormap too
+    with w.guard("drawing the heatmaps"):
+        where = "" if slice_index is None else f" · axial slice {slice_index + 1}/{depth}"
+        for method, cam in cams.items():
+            pictures = figures.cam_pictures(display, cam, alpha, cmap, slice_index)
+            title = {v: k for k, v in w.CAM_METHODS.items()}[method]
+            st.subheader(title)
+            cols = st.columns(3)
+            for col, caption in zip(cols, ("Original", "Heatmap", "Overlay"), strict=True):
+                # PNG bytes cached by content: an opacity move encodes only the new overlay
+                col.image(
+                    cache.png(pictures[caption.lower()]), caption=caption + where, width="stretch"
+                )
+            st.download_button(
+                f"Download the {title} overlay of {explained} (PNG)",
+                data=cache.png(pictures["overlay_full"]),
+                file_name=f"{file_stem}_{method}_{file_class}.png",
+                mime="image/png",
+                key=f"gradcam_download_{method}",
+                icon=":material/download:",
+            )
+
+
 st.title("Grad-CAM explorer")
+# set by the occlusion section at the end of a full run that shows its pictures (cam_views)
+st.session_state.pop(OCCLUSION_CMAP, None)
 
 w.seed_from_query({"gradcam_split": ("split", str), "gradcam_index": ("index", int)})
 side = st.sidebar
@@ -110,8 +160,8 @@ method_name = side.radio(
     help="Grad-CAM weights feature maps by mean gradients; Grad-CAM++ uses higher-order "
     "terms and often spreads over several object parts.",
 )
-cmap = side.selectbox("Colormap", w.COLORMAPS, key="gradcam_cmap")
-alpha = side.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="gradcam_alpha")
+# colormap and opacity: drawn here in the sidebar by the cam_views fragment below
+view_box = side.container()
 
 with w.guard("running the model"):
     probs = cache.probabilities(run["path"], x)
@@ -166,24 +216,18 @@ with w.guard("running the model"):
                 "run": run["name"],
             },
         )
-    for method, cam in cams.items():
-        pictures = figures.cam_pictures(display, cam, alpha, cmap, slice_index)
-        title = {v: k for k, v in w.CAM_METHODS.items()}[method]
-        st.subheader(title)
-        cols = st.columns(3)
-        where = "" if slice_index is None else f" · axial slice {slice_index + 1}/{x.shape[0]}"
-        # the file says what it shows: run, sample, (slice,) method and the class explained
-        slice_file = "" if slice_index is None else f"_slice{slice_index + 1}"
-        for col, caption in zip(cols, ("Original", "Heatmap", "Overlay"), strict=True):
-            col.image(pictures[caption.lower()], caption=caption + where, width="stretch")
-        st.download_button(
-            f"Download the {title} overlay of class {target}: {target_name} (PNG)",
-            data=figures.png_bytes(pictures["overlay_full"]),
-            file_name=f"{run['name']}_{origin_file}{slice_file}_{method}_class{target}.png",
-            mime="image/png",
-            key=f"gradcam_download_{method}",
-            icon=":material/download:",
-        )
+    # the file says what it shows: run, sample, (slice,) method and the class explained
+    slice_file = "" if slice_index is None else f"_slice{slice_index + 1}"
+    cam_views(
+        view_box,
+        display,
+        cams,
+        slice_index,
+        x.shape[0],
+        f"class {target}: {target_name}",
+        f"{run['name']}_{origin_file}{slice_file}",
+        f"class{target}",
+    )
 
     st.subheader("Does the heat fall on the anatomy?")
     alignment = figures.alignment(x, cams, flag)
@@ -235,6 +279,8 @@ else:
         "too. Takes a few seconds.",
     ):
         with w.guard("computing occlusion maps"):
+            cmap = st.session_state.get("gradcam_cmap", w.COLORMAPS[0])
+            st.session_state[OCCLUSION_CMAP] = cmap
             maps = cache.occlusion_pair(run["path"], mode, x, target)
             pics = figures.occlusion_pictures(display, maps, cmap, slice_index)
             cols = st.columns(2)
