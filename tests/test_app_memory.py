@@ -120,6 +120,28 @@ def test_predict_from_many_threads_and_frees_the_model():
     assert ref() is None, "the compiled predict function keeps its model alive"
 
 
+def test_libraries_are_frozen_out_of_the_gc_but_models_stay_collectable():
+    """Streamlit's ``gc.collect(2)`` after each rerun walked all of TensorFlow (~0.2 CPU-s);
+    ``app.cache.freeze_libraries`` freezes it once. A model built afterwards is still freed."""
+    import time
+
+    from app import cache
+
+    cache.freeze_libraries()
+    frozen = gc.get_freeze_count()
+    assert frozen > 100_000, f"only {frozen} objects frozen: TensorFlow not imported first?"
+    cache.freeze_libraries()
+    assert gc.get_freeze_count() == frozen, "froze a second time"
+    model, _ = _model("cnn2d", "retinamnist")
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None, "a model made after the freeze was not freed"
+    start = time.process_time()
+    gc.collect(2)
+    assert time.process_time() - start < 0.1, "a full collection still walks the libraries"
+
+
 # --------------------------------------------------------------------------------------------
 # 3D scenes
 # --------------------------------------------------------------------------------------------
