@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from app_helpers import CHROMIUM, CHROMIUM_ARGS, make_run, streamlit_server, wait_idle
 from conftest import real_root, require_real_file
-from test_browser import SHOTS, assert_no_error_shown, choose, open_page
+from test_browser import SHOTS, assert_no_error_shown, choose, open_page, press_slider
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 DUPLICATE_WARNING = "created with a default value but also had its value set"
@@ -145,9 +145,24 @@ def test_gradcam_target_class_follows_model_and_sample(server, page):
     with page.expect_download() as download:
         page.locator("[data-testid=stDownloadButton] button").first.click()
     assert download.value.suggested_filename.endswith(f"_class{other}.png")
+    # opacity reruns only the pictures' fragment: the file still names this sample and class,
+    # and holds the new overlay
+    drawn = download.value.path().read_bytes()
+    press_slider(page, "gradcam_alpha", 3)
+    with page.expect_download() as download:
+        page.locator("[data-testid=stDownloadButton] button").first.click()
+    assert download.value.suggested_filename == f"{runs['retina']}_test9_gradcam_class{other}.png"
+    assert download.value.path().read_bytes() != drawn
     set_number(page, "gradcam_index", 10)
     assert shown(page, "gradcam_target").endswith("· predicted")
     assert "· the predicted class" in page.inner_text("body")
+    # after a new sample the fragment draws with the new sample's class, not the last one
+    press_slider(page, "gradcam_alpha", 2, "ArrowLeft")
+    k = int(shown(page, "gradcam_target").split(":")[0])
+    assert f"Heatmaps explain class {k}:" in page.inner_text("body")
+    with page.expect_download() as download:
+        page.locator("[data-testid=stDownloadButton] button").first.click()
+    assert download.value.suggested_filename == f"{runs['retina']}_test10_gradcam_class{k}.png"
     assert_no_error_shown(page)
 
 
