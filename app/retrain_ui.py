@@ -12,19 +12,9 @@ from typing import Any
 
 import streamlit as st
 
+from core.jobs import form
+
 FORM_KEY = "retrain_form"
-SIZES: tuple[int, ...] = (28, 64, 128, 224)
-DEFAULTS: dict[str, Any] = {
-    "size": 28,
-    "epochs": 20,
-    "learning_rate": "0.001",
-    "batch_size": 32,
-    "augment": False,
-    "fine_tune_blocks": 0,
-    "weight_ema": 0.0,
-    "label_smoothing": 0.0,
-    "seed": 0,
-}
 STATUS_LABELS: dict[str, str] = {
     "queued": "queued",
     "running": "running",
@@ -65,104 +55,34 @@ def retrain_form_ui(
         where = "on disk" if d.get("present") else "downloads first"
         return f"{flag} ({'3D' if d.get('is_3d') else '2D'}, {where})"
 
+    options = {"dataset": list(by_flag), "model": list(families), "size": list(form.SIZES)}
+    values: dict[str, Any] = {}
     with st.sidebar.form(FORM_KEY, border=True):
         st.subheader("New training job")
-        dataset = st.selectbox(
-            "Dataset",
-            list(by_flag),
-            format_func=dataset_label,
-            key="retrain_dataset",
-            help="MedMNIST flag. 3D datasets need cnn3d or resnet.",
-        )
-        model = st.selectbox(
-            "Model family",
-            list(families),
-            key="retrain_model",
-            help="cnn2d/vgg16 for 2D images, cnn3d for volumes, resnet for both.",
-        )
-        size = st.selectbox(
-            "Image size (px)",
-            SIZES,
-            key="retrain_size",
-            help="Side of the MedMNIST file used (28 is always available).",
-        )
-        epochs = st.number_input(
-            "Epochs",
-            value=DEFAULTS["epochs"],
-            step=1,
-            key="retrain_epochs",
-            help="1 to 300. Early stopping may end the run sooner.",
-        )
-        learning_rate = st.text_input(
-            "Learning rate",
-            value=DEFAULTS["learning_rate"],
-            key="retrain_lr",
-            help="Initial Adam learning rate, 1e-6 to 1 (e.g. 1e-3).",
-        )
-        batch_size = st.number_input(
-            "Batch size",
-            value=DEFAULTS["batch_size"],
-            step=1,
-            key="retrain_batch_size",
-            help="1 to 1024 images per step.",
-        )
-        augment = st.checkbox(
-            "Augment training images",
-            value=DEFAULTS["augment"],
-            key="retrain_augment",
-            help="Random rotation, flips and scaling of the training split only.",
-        )
-        fine_tune_blocks = st.number_input(
-            "VGG16 fine-tuned blocks",
-            value=DEFAULTS["fine_tune_blocks"],
-            step=1,
-            key="retrain_fine_tune_blocks",
-            help="VGG16 only: 0 keeps the ImageNet features frozen; 1 to 5 also trains the "
-            "last blocks.",
-        )
-        weight_ema = st.number_input(
-            "Weight averaging (EMA momentum)",
-            value=DEFAULTS["weight_ema"],
-            step=0.01,
-            format="%.3f",
-            key="retrain_weight_ema",
-            help="0 = off. E.g. 0.99: validation, early stopping and the saved model use a "
-            "moving average of the weights (about the last 100 steps), which smooths "
-            "epoch-to-epoch swings.",
-        )
-        label_smoothing = st.number_input(
-            "Label smoothing",
-            value=DEFAULTS["label_smoothing"],
-            step=0.05,
-            format="%.2f",
-            key="retrain_label_smoothing",
-            help="0 = off; 0 to 0.99, e.g. 0.1. Single-label datasets only.",
-        )
-        seed = st.number_input(
-            "Seed",
-            value=DEFAULTS["seed"],
-            step=1,
-            key="retrain_seed",
-            help="0 to 2³¹−1; the same seed repeats the same run.",
-        )
+        # one widget per core.jobs.form entry: a new TrainConfig field is added there, not here
+        for f in form.FORM_FIELDS:
+            common = {"key": f.key, "help": f.help}
+            if f.widget == "select":
+                fmt = dataset_label if f.name == "dataset" else str
+                values[f.name] = st.selectbox(f.label, options[f.name], format_func=fmt, **common)
+            elif f.widget == "int":
+                values[f.name] = st.number_input(f.label, value=f.default, step=1, **common)
+            elif f.widget == "float":
+                values[f.name] = float(
+                    st.number_input(
+                        f.label, value=f.default, step=f.step, format=f.format, **common
+                    )
+                )
+            elif f.widget == "text":
+                values[f.name] = _parse_number(st.text_input(f.label, value=f.default, **common))
+            elif f.widget == "check":
+                values[f.name] = bool(st.checkbox(f.label, value=f.default, **common))
+            else:  # a typo in core.jobs.form must not silently drop a field
+                raise ValueError(f"form field {f.name!r} has unknown widget {f.widget!r}")
         submitted = st.form_submit_button(
             "Queue training job", type="primary", key="retrain_submit", width="stretch"
         )
-    if not submitted:
-        return None
-    return {
-        "dataset": dataset,
-        "model": model,
-        "size": size,
-        "epochs": epochs,
-        "learning_rate": _parse_number(learning_rate),
-        "batch_size": batch_size,
-        "augment": bool(augment),
-        "fine_tune_blocks": fine_tune_blocks,
-        "weight_ema": float(weight_ema),
-        "label_smoothing": float(label_smoothing),
-        "seed": seed,
-    }
+    return values if submitted else None
 
 
 def format_time(ts: float | None) -> str:
