@@ -31,7 +31,7 @@ class Arm:
     dataset: str
     model: str
     augment: bool
-    run: dict[str, Any] | None = None
+    run: registry.Run | None = None
     seeds: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -40,11 +40,11 @@ class Arm:
 
     @property
     def path(self) -> Path | None:
-        return Path(self.run["path"]) if self.run else None
+        return self.run.path if self.run else None
 
     @property
     def metrics(self) -> dict[str, Any]:
-        return self.run["metrics"] if self.run else {}
+        return self.run.metrics if self.run else {}
 
     def json(self, name: str) -> Any:
         """A JSON file of the reference run, or None."""
@@ -97,12 +97,12 @@ class Arm:
             return 0
 
 
-def _arm_from_run(run: dict[str, Any]) -> Arm:
-    cfg = run["config"]
-    name = cfg.get("arm") or run["name"]
+def _arm_from_run(run: registry.Run) -> Arm:
+    cfg = run.config
+    name = cfg.get("arm") or run.name
     spec = ARMS.get(name, {})
     spec_cfg = spec.get("config", {})
-    seeds = run["metrics"].get("seeds") or []
+    seeds = run.metrics.get("seeds") or []
     return Arm(
         name=name,
         label=cfg.get("variant") or spec.get("label") or name,
@@ -113,31 +113,6 @@ def _arm_from_run(run: dict[str, Any]) -> Arm:
         run=run,
         seeds=[s for s in seeds if isinstance(s, dict)],
     )
-
-
-def _list_runs(root: str | os.PathLike | None) -> list[dict[str, Any]]:
-    """``registry.list_runs``, or, if a run's optional JSON is corrupt, a tolerant equivalent.
-
-    ``list_runs`` also parses ``quantized/results.json`` and ``explain.json`` and raises on a
-    corrupt one; the report only needs each run's config and metrics and must still render.
-    """
-    try:
-        return registry.list_runs(root)
-    except (OSError, ValueError):
-        pass
-    base = registry.root_dir(root)
-    runs = []
-    for path in sorted(base.iterdir()):
-        if path.name.startswith(".") or not path.is_dir():
-            continue
-        try:
-            metrics = registry.read_json(path, "metrics.json")
-            cfg = registry.read_json(path, "config.json")
-        except (OSError, ValueError):
-            continue
-        if metrics and cfg:
-            runs.append({"name": path.name, "path": str(path), "config": cfg, "metrics": metrics})
-    return runs
 
 
 def collect(root: str | os.PathLike | None = None) -> tuple[dict[str, Arm], list[str]]:
@@ -159,13 +134,14 @@ def collect(root: str | os.PathLike | None = None) -> tuple[dict[str, Arm], list
             augment=bool(cfg.get("augment", False)),
         )
     others = []
-    for run in _list_runs(root):
-        cfg = run["config"]
-        if cfg.get("arm") or run["name"] in ARMS:
+    # registry.runs skips damaged runs and reads a damaged optional file (quantization,
+    # explanation results) as None, so one bad file never stops the report
+    for run in registry.runs(root):
+        if run.config.get("arm") or run.name in ARMS:
             arm = _arm_from_run(run)
             arms[arm.name] = arm
         else:
-            others.append(run["name"])
+            others.append(run.name)
     return arms, others
 
 

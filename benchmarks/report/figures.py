@@ -183,7 +183,7 @@ def plot_gradcam(
     rows, failures = [], []
     for arm in chosen:
         try:
-            size = int(arm.run["config"].get("size", 28))
+            size = int(arm.run.config.get("size", 28))
             x_raw, y = data.load_split(arm.dataset, "test", size, root=data_root)
             idx = _example_indices(y, samples)
             model = registry.load_model(arm.path, allow_outside=True)

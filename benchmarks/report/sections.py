@@ -286,7 +286,7 @@ def section_transfer(
     ]
     rows = []
     for arm in group:
-        cfg = (arm.run or {}).get("config") or ARMS.get(arm.name, {}).get("config", {})
+        cfg = (arm.run.config if arm.run else None) or ARMS.get(arm.name, {}).get("config", {})
         val = arm.metric("val", "auc")
         rows.append(
             [
