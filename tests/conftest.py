@@ -172,3 +172,27 @@ def tiny_cnn3d_run(synthetic_root: Path) -> Path:
     )
     cfg = {"dataset": flag, "model": "cnn3d", "size": 28, "seed": 0}
     return registry.save_run(model, cfg, {}, {}, name="tiny3d")
+
+
+# --- real-browser fixtures (test_browser*.py) -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by Playwright, one per test module."""
+    from app_helpers import CHROMIUM, CHROMIUM_ARGS
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture()
+def page(browser):
+    """A fresh browser context and tab (downloads allowed) per test."""
+    context = browser.new_context(viewport={"width": 1500, "height": 1900}, accept_downloads=True)
+    pg = context.new_page()
+    yield pg
+    context.close()

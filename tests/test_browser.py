@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from app_helpers import (
     CHROMIUM,
-    CHROMIUM_ARGS,
     REPO,
     make_run,
     stop_worker,
@@ -66,24 +65,6 @@ def server(tmp_path_factory):
             yield {"url": url, "env": env, "retina": retina.name, "tmp": tmp}
     finally:
         stop_worker(env["JOBS_DB"])
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture()
-def page(browser):
-    context = browser.new_context(viewport={"width": 1500, "height": 1900})
-    pg = context.new_page()
-    yield pg
-    context.close()
 
 
 def open_page(page, server, path: str, query: str = ""):

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 import pytest
-from app_helpers import CHROMIUM, CHROMIUM_ARGS, make_run, streamlit_server, wait_idle
+from app_helpers import CHROMIUM, make_run, streamlit_server, wait_idle
 from conftest import real_root, require_real_file
 from test_browser import SHOTS, assert_no_error_shown, choose, open_page, press_slider
 
@@ -50,24 +50,6 @@ def server(tmp_path_factory):
     log = SHOTS / "state_server.log"
     with streamlit_server(env, log) as url:
         yield {"url": url, "env": env, "runs": runs, "log": log}
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture()
-def page(browser):
-    context = browser.new_context(viewport={"width": 1500, "height": 1900}, accept_downloads=True)
-    pg = context.new_page()
-    yield pg
-    context.close()
 
 
 def shown(page, key: str) -> str:
