@@ -73,11 +73,9 @@ def test_post_training_modes_match_keras(name, mode):
     ops = runner.op_summary()
     if mode == "int8":
         assert runner.input_dtype == np.int8 and runner.output_dtype == np.int8
-        if name.endswith("3d"):
-            # TFLite has no integer Conv3D: it must stay float and be reported, not crash.
-            assert ops["float_ops"].get("CONV_3D", 0) > 0 and not ops["fully_integer"]
-        else:
-            assert ops["fully_integer"], ops["float_ops"]
+        # 3D models too: their Conv3D layers are rewritten to Conv2D (core.quantize.conv3d_rewrite)
+        assert ops["fully_integer"], ops["float_ops"]
+        assert "CONV_3D" not in ops["ops"]
     else:
         assert runner.input_dtype == np.float32
 
@@ -249,7 +247,11 @@ def test_quantize_run_writes_registry_files(tiny_cnn3d_run):
         # files over max_file_bytes are measured but not shipped
         assert on_disk.is_file() == (entry["size_bytes"] <= 60_000)
         assert (entry["file"] is not None) == on_disk.is_file()
-    assert any("CONV_3D" in note for note in written["modes"]["int8"]["notes"])
+    for mode in ("dynamic", "int8", "qat"):
+        notes = written["modes"][mode]["notes"]
+        assert any("2 Conv3D layer(s) rewritten as Conv2D" in note for note in notes), notes
+        assert "CONV_3D" not in written["modes"][mode]["ops"]["ops"]
+    assert written["modes"]["int8"]["ops"]["fully_integer"]
     assert result["modes"]["int8"]["size_bytes"] == written["modes"]["int8"]["size_bytes"]
 
 

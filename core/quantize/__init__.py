@@ -2,6 +2,8 @@
 
 - :mod:`core.quantize.convert`: :data:`MODES`, :func:`quantize` (model → ``.tflite`` bytes).
 - :mod:`core.quantize.fold`: :func:`fold_head_batchnorm`, the exact rewrite applied first.
+- :mod:`core.quantize.conv3d_rewrite`: :func:`rewrite_conv3d`, the exact Conv3D → Conv2D
+  rewrite applied next for the integer modes (:data:`REWRITE_MODES`), so 3D models quantize fully.
 - :mod:`core.quantize.qat`: :func:`quantization_aware_model` (tfmot, custom 3D configs).
 - :mod:`core.quantize.compare`: :func:`compare_modes`, :func:`quantize_run` (writes
   ``<run>/quantized/results.json``), :func:`format_table`.
@@ -26,7 +28,8 @@ from core.quantize.compare import (
 from core.quantize.compare import (
     _collapse_note as _collapse_note,
 )
-from core.quantize.convert import MODES, quantize, validate_mode
+from core.quantize.conv3d_rewrite import rewrite_conv3d
+from core.quantize.convert import MODES, REWRITE_MODES, quantize, validate_mode
 from core.quantize.convert import _convert as _convert
 from core.quantize.fold import fold_head_batchnorm
 from core.quantize.qat import quantization_aware_model
@@ -34,6 +37,7 @@ from core.quantize.qat import quantization_aware_model
 __all__ = [
     "DEFAULT_MAX_FILE_BYTES",
     "MODES",
+    "REWRITE_MODES",
     "compare_modes",
     "fold_head_batchnorm",
     "format_table",
@@ -41,5 +45,6 @@ __all__ = [
     "quantization_aware_model",
     "quantize",
     "quantize_run",
+    "rewrite_conv3d",
     "validate_mode",
 ]

@@ -28,7 +28,8 @@ from core import data, evaluation, info, registry
 from core.explain import keras_predict_fn, occlusion_agreement, occlusion_map
 from core.info import MULTI_LABEL
 from core.models import prepare_input
-from core.quantize.convert import MODES, _convert, quantize, validate_mode
+from core.quantize.conv3d_rewrite import rewrite_conv3d
+from core.quantize.convert import MODES, REWRITE_MODES, _convert, quantize, validate_mode
 from core.quantize.fold import fold_head_batchnorm
 from core.tflite_runner import TFLiteModel
 
@@ -151,8 +152,10 @@ def compare_modes(
         model.save(keras_path)
         keras_size = keras_path.stat().st_size
     float_metrics = evaluation.evaluate(y_test, float_scores, task)
-    # Folded once here; quantize() folds again, which is a no-op on the folded model.
+    # Folded once here; quantize() folds again, which is a no-op on the folded model. The
+    # Conv3D rewrite runs inside quantize(); here it only supplies its note.
     deployable, fold_note = fold_head_batchnorm(model)
+    _, rewrite_note = rewrite_conv3d(deployable)
     float_latency = keras_latency_ms(model, x_test, runs=latency_runs)
     rng = np.random.default_rng(0)
     occ_idx = rng.choice(len(x_test), size=min(occlusion_samples, len(x_test)), replace=False)
@@ -214,6 +217,7 @@ def compare_modes(
                 occlusion_corr_mean=float(np.mean(valid)) if valid else None,
                 ops=ops,
                 notes=[n for n in [fold_note] if n]
+                + ([rewrite_note] if rewrite_note and mode in REWRITE_MODES else [])
                 + _notes(ops, mode)
                 + _collapse_note(float_scores, scores),
                 file=on_bytes(mode, flat) if on_bytes else None,

@@ -1,7 +1,10 @@
 """Quantization-aware training (tfmot), including the custom QuantizeConfigs for 3D layers.
 
 tfmot has no QAT config for ``Conv3D``, the builtin-op 3D pooling layer, ``Resizing`` or
-BatchNorm not preceded by a Conv2D/Dense, so they get the custom configs below.
+BatchNorm not preceded by a Conv2D/Dense, so they get the custom configs below. 3D models
+reach here already rewritten by :func:`core.quantize.conv3d_rewrite.rewrite_conv3d` (QAT runs on
+the rewritten graph, whose Conv2D layers get tfmot's own per-channel config); the rewrite's
+reshape layers get no quantizers of their own.
 
 Usage::
 
@@ -72,9 +75,17 @@ def _qat_configs() -> dict[str, type]:
         def set_quantize_weights(self, layer, quantize_weights):
             layer.kernel = quantize_weights[0]
 
+    class PassthroughQuantizeConfig(OutputQuantizeConfig):
+        """No quantizers at all: pure data movement (pad/slice/concat/reshape) keeps the
+        range of its input, as TFLite's int8 kernels for those ops require."""
+
+        def get_output_quantizers(self, layer):
+            return []
+
     return {
         "KernelQuantizeConfig": KernelQuantizeConfig,
         "OutputQuantizeConfig": OutputQuantizeConfig,
+        "PassthroughQuantizeConfig": PassthroughQuantizeConfig,
     }
 
 
@@ -110,7 +121,9 @@ def _annotate(model: keras.Model) -> keras.Model:
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
-        if isinstance(layer, keras.layers.BatchNormalization):
+        if getattr(layer, "quantize_passthrough", False):  # conv3d_rewrite's reshapes
+            plan[layer.name] = configs["PassthroughQuantizeConfig"]()
+        elif isinstance(layer, keras.layers.BatchNormalization):
             inbound = inbound_layers(layer)
             folds = len(inbound) == 1 and isinstance(inbound[0], foldable)
             plan[layer.name] = None if folds else configs["OutputQuantizeConfig"]()
