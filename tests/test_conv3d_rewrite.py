@@ -63,7 +63,7 @@ def test_rewrite_is_exact_over_kernel_stride_padding_table(case):
     layers = {type(layer).__name__ for layer in rewritten.layers}
     assert "Conv3D" not in layers and "Conv2D" in layers
     if case[5]:  # BatchNorm and ReLU folded into the Conv2D
-        assert "BatchNormalization" not in layers and "bn, relu" in note
+        assert "BatchNormalization" not in layers and "merged into their Conv2D: bn, relu" in note
     want = model(x, training=False).numpy()
     got = rewritten(x, training=False).numpy()
     assert got.shape == want.shape

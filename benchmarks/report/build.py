@@ -179,7 +179,9 @@ def build_report(
         lines += [f"ROC curves: {NOT_RUN}.", ""]
 
     lines += ["## 5. Quantization", ""]
-    lines += section_quantization(arms, written["quant"])
+    bench3d_file = fig_dir / "quantize_3d.json"
+    bench3d = json.loads(bench3d_file.read_text()) if bench3d_file.is_file() else None
+    lines += section_quantization(arms, written["quant"], bench3d)
     lines += ["## 6. Grad-CAM alignment", ""]
     lines += section_alignment(arms, written["gradcam"], overlay_note)
     lines += ["## Wall time", ""]

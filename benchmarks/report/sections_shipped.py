@@ -25,25 +25,40 @@ def quant_results(arms: dict[str, Arm]) -> list[tuple[Arm, dict[str, Any]]]:
     return out
 
 
+def _rewrite_note(entry: dict[str, Any]) -> str | None:
+    """The ``core.quantize.conv3d_rewrite`` note of a mode, if its model was rewritten."""
+    return next((n for n in entry.get("notes") or [] if "Conv3D layer(s) rewritten" in n), None)
+
+
 def _short_notes(mode: str, entry: dict[str, Any]) -> str:
     """One-line summary of what a mode computes in float (from the interpreter's op list)."""
     if any("collapsed" in n for n in entry.get("notes") or []):
         return "**collapsed to a constant output** (see below)"
     ops = entry.get("ops") or {}
     conv3d = (ops.get("float_ops") or {}).get("CONV_3D")
+    rewritten = " (Conv3D rewritten as Conv2D)" if _rewrite_note(entry) else ""
     if mode == "dynamic":
-        return "int8 weights, float activations"
+        return f"int8 weights, float activations{rewritten}"
     if mode == "float16":
         return "float16 weights, float32 compute"
     if conv3d:
         return f"{conv3d} Conv3D op(s) stay float32 (TFLite has no int8 Conv3D kernel)"
     if ops.get("fully_integer"):
-        return "fully integer"
+        return f"fully integer{rewritten}"
     other = ", ".join(sorted((ops.get("float_ops") or {}).keys()))
     return f"float ops: {other}" if other else ""
 
 
-def section_quantization(arms: dict[str, Arm], figure: str | None) -> list[str]:
+def section_quantization(
+    arms: dict[str, Arm], figure: str | None, bench3d: dict[str, Any] | None = None
+) -> list[str]:
+    """The quantization section: per shipped run, every mode vs float; then the 3D benchmark.
+
+    Args:
+        arms: The collected runs.
+        figure: Relative path of the trade-off figure, or None.
+        bench3d: ``docs/results/quantize_3d.json`` (``benchmarks.quantize_3d``), if present.
+    """
     lines = [
         "The best model of each family (highest mean validation AUC) is converted to TFLite in "
         "each mode and scored on the full test split with the official metrics. Size ratio is "
@@ -54,7 +69,7 @@ def section_quantization(arms: dict[str, Arm], figure: str | None) -> list[str]:
     results = quant_results(arms)
     families = best_per_family(arms.values())
     done = {arm.name for arm, _ in results}
-    fold_explained = False
+    fold_explained = rewrite_explained = False
     for family, arm in families.items():
         if arm.name not in done:
             lines += [f"- `{arm.name}` (best {family}): quantization {NOT_RUN}."]
@@ -137,6 +152,10 @@ def section_quantization(arms: dict[str, Arm], figure: str | None) -> list[str]:
         if folded:
             lines += [f"`{arm.name}`: {folded[0]}.", ""]
             fold_explained = True
+        rewrite = next(filter(None, map(_rewrite_note, modes.values())), None)
+        if rewrite:
+            lines += [f"`{arm.name}`: {rewrite}.", ""]
+            rewrite_explained = True
         if collapsed:
             lines += [
                 f"The {', '.join(collapsed)} variant(s) of `{arm.name}` give the same output for "
@@ -156,8 +175,88 @@ def section_quantization(arms: dict[str, Arm], figure: str | None) -> list[str]:
             "(`core.quantize.fold_head_batchnorm`).",
             "",
         ]
+    if rewrite_explained:
+        lines += [
+            "Why the Conv3D rewrite: TFLite has no integer CONV_3D kernel, so converted as "
+            "trained a 3D model keeps its Conv3D layers (and their float32 weights) in float "
+            "between QUANTIZE/DEQUANTIZE ops. Each Conv3D with a kd×kh×kw kernel is rewritten "
+            "into one Conv2D over (H, W) whose input channels are the kd depth-shifted views "
+            "of its input (PAD, STRIDED_SLICE, CONCATENATION, RESHAPE of depth into the batch), "
+            "with the following BatchNorm and ReLU merged into it: the same float model "
+            "(equal to 1e-5, tested) made of ops TFLite runs in int8 "
+            "(`core.quantize.rewrite_conv3d`). QAT fine-tunes the rewritten graph.",
+            "",
+        ]
+    if bench3d:
+        lines += section_quantization_3d(bench3d)
     if figure:
         lines += [f"![Quantization trade-off]({figure})", ""]
+    return lines
+
+
+def _bench_rows(rows: list[dict[str, Any]], with_auc: bool) -> list[list[str]]:
+    out = []
+    for r in rows:
+        ops = r.get("float_ops")
+        ops_text = "–" if ops is None else (", ".join(f"{k}×{v}" for k, v in ops.items()) or "none")
+        out.append(
+            [
+                r["variant"],
+                fmt_bytes(r.get("size_bytes")) if r.get("size_bytes") else "–",
+                _f(r.get("smaller_than_float_tflite"), 2) if r.get("size_bytes") else "–",
+                _f(r.get("latency_ms"), 2),
+                _f(r.get("faster_than_keras"), 2),
+                _f(r.get("faster_than_float_tflite"), 2),
+                *([_f(r.get("test_auc")), _f(r.get("auc_delta"), signed=True)] if with_auc else []),
+                _f(r.get("agreement"), 3),
+                ops_text,
+            ]
+        )
+    return out
+
+
+def section_quantization_3d(bench: dict[str, Any]) -> list[str]:
+    """Before/after table of the Conv3D rewrite (``python -m benchmarks.quantize_3d``)."""
+    head = ["Variant", "Size", "× smaller", "ms / volume", "× vs Keras", "× vs TFLite float"]
+    lines = [
+        "#### 3D models before and after the Conv3D rewrite",
+        "",
+        f"`python -m benchmarks.quantize_3d` ({bench.get('created', '?')}, "
+        f"{bench.get('cpus', '?')} CPUs, load average before {bench.get('load_before', '?')}, "
+        f"after {bench.get('load_after', '?')}: the machine was shared, so latencies are "
+        "noisy; every variant was timed in the same interleaved rounds). Batch 1, median; "
+        '"× smaller" is against the float32 TFLite file; agreement is against float Keras.',
+        "",
+    ]
+    run = bench.get("run28")
+    if run:
+        lines += [
+            f"`{run['run']}` ({run['dataset']}, {'×'.join(map(str, run['input_shape'][:3]))}, "
+            f"full test split n={run['n_test']}):",
+            "",
+        ]
+        lines += md_table(
+            [*head, "Test AUC", "ΔAUC", "Agreement", "Float ops"],
+            _bench_rows(run["rows"], with_auc=True),
+        )
+        onnx = run.get("onnx") or {}
+        if onnx.get("ok"):
+            lines += [
+                f"ONNX Runtime rows: tf2onnx {onnx.get('tf2onnx')} (opset {onnx.get('opset')}), "
+                f"onnxruntime {onnx.get('onnxruntime')}; static int8 is QDQ, per-channel, "
+                "calibrated on the same training volumes.",
+                "",
+            ]
+        elif onnx.get("error"):
+            lines += [f"ONNX Runtime not measured: {onnx['error']}", ""]
+    big = bench.get("cnn3d_64")
+    if big:
+        lines += [
+            f"cnn3d at 64³ ({big.get('weights')}; {big.get('params', 0):,} parameters; "
+            f"agreement on {big.get('n_compared')} real AdrenalMNIST3D 64 test volumes):",
+            "",
+        ]
+        lines += md_table([*head, "Agreement", "Float ops"], _bench_rows(big["rows"], False))
     return lines
 
 

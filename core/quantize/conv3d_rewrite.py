@@ -417,7 +417,7 @@ def rewrite_conv3d(model: keras.Model) -> tuple[keras.Model, str | None]:
         "conversion (an exact rewrite; TFLite has no integer CONV_3D)"
     )
     if folded:
-        note += f"; folded into them: {', '.join(folded)}"
+        note += f"; merged into their Conv2D: {', '.join(folded)}"
     if kept:
         note += f"; kept as Conv3D (float32): {', '.join(kept)}"
     return result, note
