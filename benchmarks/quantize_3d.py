@@ -21,8 +21,8 @@ CPUs this process may use. The machine load (``os.getloadavg``) before and after
 Usage (repository root)::
 
     MEDMNIST_ROOT=/path/to/npz python -m benchmarks.quantize_3d [--run trained_models/cnn3d]
-        [--runs 20] [--rounds 5] [--qat-epochs 1] [--skip-onnx] [--skip-64]
-        [--output docs/results/quantize_3d.json]
+        [--parts run28 cnn3d_64] [--runs 20] [--rounds 5] [--qat-epochs 1] [--skip-onnx]
+        [--skip-qat] [--threads N] [--output docs/results/quantize_3d.json]
 
 Benchmark-only dependencies (tf2onnx, onnxruntime) are in ``requirements-bench.txt``.
 """
@@ -41,6 +41,10 @@ from typing import Any
 import numpy as np
 
 OUT = Path("docs/results/quantize_3d.json")
+# Threads for every runtime (None: all CPUs this process may use); set once by main(). With
+# --threads 1 the comparison holds up better on an oversubscribed machine, where runtimes
+# whose worker threads spin-wait lose most.
+THREADS: int | None = None
 
 
 def _load() -> str:
@@ -56,7 +60,7 @@ class Variant:
         self.name, self.size, self.predict, self.once, self.info = name, size, predict, once, info
 
 
-def _keras_variant(model: Any, sample: np.ndarray) -> Variant:
+def _keras_variant(model: Any, sample: np.ndarray, batch: int = 64) -> Variant:
     import tensorflow as tf
 
     from core.explain import keras_predict_fn
@@ -64,13 +68,16 @@ def _keras_variant(model: Any, sample: np.ndarray) -> Variant:
     spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
     call = tf.function(lambda t: model(t, training=False), input_signature=[spec])
     const = tf.constant(sample)
-    return Variant("float Keras", None, keras_predict_fn(model), lambda: call(const).numpy())
+    predict = keras_predict_fn(model, batch_size=batch)
+    return Variant("float Keras", None, predict, lambda: call(const).numpy())
 
 
-def _tflite_variant(name: str, flat: bytes, sample: np.ndarray, **info: Any) -> Variant:
+def _tflite_variant(
+    name: str, flat: bytes, sample: np.ndarray, batch: int = 64, **info: Any
+) -> Variant:
     from core.tflite_runner import TFLiteModel
 
-    runner = TFLiteModel(flat)
+    runner = TFLiteModel(flat, num_threads=THREADS)
     ops = runner.op_summary()
     xq = runner._quantize_input(sample)  # noqa: SLF001 - time what TFLiteModel.latency_ms times
 
@@ -81,7 +88,7 @@ def _tflite_variant(name: str, flat: bytes, sample: np.ndarray, **info: Any) -> 
     return Variant(
         name,
         len(flat),
-        runner.predict,
+        lambda x: runner.predict(x, batch_size=batch),
         once,
         float_ops=ops["float_ops"],
         n_ops=ops["n_ops"],
@@ -90,7 +97,7 @@ def _tflite_variant(name: str, flat: bytes, sample: np.ndarray, **info: Any) -> 
 
 
 def _onnx_variants(
-    model: Any, rep: np.ndarray, sample: np.ndarray, static_only: bool = False
+    model: Any, rep: np.ndarray, sample: np.ndarray, static_only: bool = False, batch: int = 64
 ) -> tuple[list[Variant], dict[str, Any]]:
     """ONNX Runtime float, dynamic int8 and static (QDQ) int8 of ``model`` via tf2onnx."""
     import onnxruntime as ort
@@ -138,14 +145,15 @@ def _onnx_variants(
         paths["ONNX Runtime int8 static (QDQ)"] = Path(tmp) / "static.onnx"
         for name, path in paths.items():
             opts = ort.SessionOptions()
-            opts.intra_op_num_threads = len(os.sched_getaffinity(0))
+            opts.intra_op_num_threads = THREADS or len(os.sched_getaffinity(0))
+            opts.inter_op_num_threads = 1
             sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
             feed_name = sess.get_inputs()[0].name
 
             def predict(x: np.ndarray, sess: Any = sess, feed: str = feed_name) -> np.ndarray:
                 x = np.asarray(x, np.float32)
                 return np.concatenate(
-                    [sess.run(None, {feed: x[i : i + 64]})[0] for i in range(0, len(x), 64)]
+                    [sess.run(None, {feed: x[i : i + batch]})[0] for i in range(0, len(x), batch)]
                 )
 
             def once(sess: Any = sess, feed: str = feed_name) -> None:
@@ -210,7 +218,9 @@ def _measure(
     return rows
 
 
-def bench_run(run_dir: Path, runs: int, rounds: int, qat_epochs: int, onnx: bool) -> dict[str, Any]:
+def bench_run(
+    run_dir: Path, runs: int, rounds: int, qat_epochs: int, onnx: bool, skip_qat: bool = False
+) -> dict[str, Any]:
     """Before/after (and ONNX Runtime) for a trained 3D run on its full test split."""
     import tf_keras as keras
 
@@ -248,13 +258,14 @@ def bench_run(run_dir: Path, runs: int, rounds: int, qat_epochs: int, onnx: bool
         qat = quantization_aware_model(model, rep, train_data=train, epochs=qat_epochs, seed=seed)
         return _convert(qat, "qat", rep)
 
-    add("qat, before (Conv3D as is)", qat_before)
-    add(
-        "qat, after (Conv3D rewritten)",
-        lambda: quantize(
-            model, "qat", rep, train_data=train, epochs=qat_epochs, task=task, seed=seed
-        ),
-    )
+    if not skip_qat:
+        add("qat, before (Conv3D as is)", qat_before)
+        add(
+            "qat, after (Conv3D rewritten)",
+            lambda: quantize(
+                model, "qat", rep, train_data=train, epochs=qat_epochs, task=task, seed=seed
+            ),
+        )
     onnx_info: dict[str, Any] = {"ok": False}
     if onnx:
         try:
@@ -292,21 +303,29 @@ def bench_64(runs: int, rounds: int, onnx: bool) -> dict[str, Any]:
     model = build_model("cnn3d", (64, 64, 64, 1), info.num_classes(flag), info.task(flag))
     x_train, _ = data.load_split(flag, "train", 64)
     x_test, _ = data.load_split(flag, "test", 64)
-    rep, x_test = x_train[:64].astype(np.float32), x_test[:64].astype(np.float32)
+    rep, x_test = x_train[:64].astype(np.float32), x_test[:32].astype(np.float32)
     sample = x_test[:1]
     float_flat = _convert(model, None)
+    # Scored 2 volumes per call: an interpreter keeps the buffers of its largest batch, and at
+    # 64³ batches of 64 (float CONV_3D's im2col alone is ~1.8 GB) took the process past 13 GB.
     variants = [
-        _keras_variant(model, sample),
-        _tflite_variant("float32 TFLite", float_flat, sample),
-        _tflite_variant("int8, before (Conv3D as is)", _convert(model, "int8", rep), sample),
-        _tflite_variant("int8, after (Conv3D rewritten)", quantize(model, "int8", rep), sample),
+        _keras_variant(model, sample, batch=2),
+        _tflite_variant("float32 TFLite", float_flat, sample, batch=2),
+        _tflite_variant(
+            "int8, before (Conv3D as is)", _convert(model, "int8", rep), sample, batch=2
+        ),
+        _tflite_variant(
+            "int8, after (Conv3D rewritten)", quantize(model, "int8", rep), sample, batch=2
+        ),
     ]
     onnx_info: dict[str, Any] = {"ok": False}
     if onnx:
         try:
-            extra, meta = _onnx_variants(model, rep, sample, static_only=True)
+            # 8 calibration volumes: ONNX Runtime's calibrator keeps every intermediate tensor
+            # of every sample.
+            extra, meta = _onnx_variants(model, rep[:8], sample, static_only=True, batch=2)
             variants += extra
-            onnx_info = {"ok": True, **meta}
+            onnx_info = {"ok": True, "n_calibration": 8, **meta}
         except Exception as exc:
             onnx_info["error"] = f"{type(exc).__name__}: {exc}"[:500]
     rows = _measure(variants, x_test, None, info.task(flag), len(float_flat), runs, rounds)
@@ -344,45 +363,67 @@ def format_rows(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; prints the tables and writes ``--output``."""
+    """CLI entry point; prints the tables and writes ``--output`` after each part.
+
+    Parts not run this time keep their entries from an existing ``--output`` file.
+    """
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", default="trained_models/cnn3d")
+    parser.add_argument("--parts", nargs="+", default=["run28", "cnn3d_64"])
     parser.add_argument("--runs", type=int, default=20, help="timed calls per variant per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--qat-epochs", type=int, default=1)
     parser.add_argument("--skip-onnx", action="store_true")
-    parser.add_argument("--skip-64", action="store_true")
+    parser.add_argument("--skip-qat", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="default: every CPU")
     parser.add_argument("--output", default=str(OUT))
     args = parser.parse_args(argv)
-    result: dict[str, Any] = {
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "cpus": len(os.sched_getaffinity(0)),
-        "runs": args.runs,
-        "rounds": args.rounds,
-        "load_before": _load(),
-    }
-    result["run28"] = bench_run(
-        Path(args.run), args.runs, args.rounds, args.qat_epochs, not args.skip_onnx
-    )
-    print(
-        f"\n{result['run28']['run']} ({result['run28']['dataset']}, full test split "
-        f"n={result['run28']['n_test']}), load {result['load_before']}"
-    )
-    print(format_rows(result["run28"]["rows"]))
-    if not result["run28"]["onnx"]["ok"] and not args.skip_onnx:
-        print(f"ONNX Runtime skipped: {result['run28']['onnx'].get('error')}")
-    if not args.skip_64:
-        result["cnn3d_64"] = bench_64(args.runs, args.rounds, not args.skip_onnx)
-        print("\ncnn3d at 64³, random weights (size/latency only; agreement vs its float self)")
-        print(format_rows(result["cnn3d_64"]["rows"]))
-    result["load_after"] = _load()
-    print(f"\nload average before: {result['load_before']}; after: {result['load_after']}")
+    global THREADS
+    THREADS = args.threads
+    if THREADS:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(THREADS)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
     from core import registry
 
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    registry.write_json_atomic(out, result)
+    previous = registry.read_json(out.parent, out.name, None) if out.is_file() else None
+    result: dict[str, Any] = previous if isinstance(previous, dict) else {}
+    result.update(
+        created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        cpus=len(os.sched_getaffinity(0)),
+        threads=THREADS or len(os.sched_getaffinity(0)),
+        runs=args.runs,
+        rounds=args.rounds,
+        load_before=_load(),
+    )
+    for part in args.parts:
+        if part == "run28":
+            result["run28"] = bench_run(
+                Path(args.run),
+                args.runs,
+                args.rounds,
+                args.qat_epochs,
+                not args.skip_onnx,
+                args.skip_qat,
+            )
+            run = result["run28"]
+            print(f"\n{run['run']} ({run['dataset']}, full test split n={run['n_test']})")
+            print(format_rows(run["rows"]))
+            if not run["onnx"]["ok"] and not args.skip_onnx:
+                print(f"ONNX Runtime skipped: {run['onnx'].get('error')}")
+        elif part == "cnn3d_64":
+            result["cnn3d_64"] = bench_64(args.runs, args.rounds, not args.skip_onnx)
+            print("\ncnn3d at 64³, random weights (size/latency only; agreement vs its float self)")
+            print(format_rows(result["cnn3d_64"]["rows"]))
+        else:
+            parser.error(f"unknown part {part!r}; choose run28 or cnn3d_64")
+        result["load_after"] = _load()
+        registry.write_json_atomic(out, result)
+    print(f"\nload average before: {result['load_before']}; after: {result['load_after']}")
     print(f"wrote {out}")
     return 0
 

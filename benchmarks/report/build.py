@@ -179,8 +179,12 @@ def build_report(
         lines += [f"ROC curves: {NOT_RUN}.", ""]
 
     lines += ["## 5. Quantization", ""]
-    bench3d_file = fig_dir / "quantize_3d.json"
-    bench3d = json.loads(bench3d_file.read_text()) if bench3d_file.is_file() else None
+    # benchmarks.quantize_3d: all CPUs, then (if run) one thread per runtime.
+    bench3d = [
+        json.loads(path.read_text())
+        for path in (fig_dir / "quantize_3d.json", fig_dir / "quantize_3d_1thread.json")
+        if path.is_file()
+    ]
     lines += section_quantization(arms, written["quant"], bench3d)
     lines += ["## 6. Grad-CAM alignment", ""]
     lines += section_alignment(arms, written["gradcam"], overlay_note)

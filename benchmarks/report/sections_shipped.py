@@ -50,14 +50,15 @@ def _short_notes(mode: str, entry: dict[str, Any]) -> str:
 
 
 def section_quantization(
-    arms: dict[str, Arm], figure: str | None, bench3d: dict[str, Any] | None = None
+    arms: dict[str, Arm], figure: str | None, bench3d: list[dict[str, Any]] | None = None
 ) -> list[str]:
     """The quantization section: per shipped run, every mode vs float; then the 3D benchmark.
 
     Args:
         arms: The collected runs.
         figure: Relative path of the trade-off figure, or None.
-        bench3d: ``docs/results/quantize_3d.json`` (``benchmarks.quantize_3d``), if present.
+        bench3d: ``benchmarks.quantize_3d`` results (``docs/results/quantize_3d*.json``), each
+            rendered as its own tables.
     """
     lines = [
         "The best model of each family (highest mean validation AUC) is converted to TFLite in "
@@ -187,8 +188,8 @@ def section_quantization(
             "(`core.quantize.rewrite_conv3d`). QAT fine-tunes the rewritten graph.",
             "",
         ]
-    if bench3d:
-        lines += section_quantization_3d(bench3d)
+    for bench in bench3d or []:
+        lines += section_quantization_3d(bench)
     if figure:
         lines += [f"![Quantization trade-off]({figure})", ""]
     return lines
@@ -218,10 +219,12 @@ def _bench_rows(rows: list[dict[str, Any]], with_auc: bool) -> list[list[str]]:
 def section_quantization_3d(bench: dict[str, Any]) -> list[str]:
     """Before/after table of the Conv3D rewrite (``python -m benchmarks.quantize_3d``)."""
     head = ["Variant", "Size", "× smaller", "ms / volume", "× vs Keras", "× vs TFLite float"]
+    threads = bench.get("threads", bench.get("cpus", "?"))
+    flag = "" if threads == bench.get("cpus") else f" --threads {threads}"
     lines = [
-        "#### 3D models before and after the Conv3D rewrite",
+        f"#### 3D models before and after the Conv3D rewrite ({threads} thread(s) per runtime)",
         "",
-        f"`python -m benchmarks.quantize_3d` ({bench.get('created', '?')}, "
+        f"`python -m benchmarks.quantize_3d{flag}` ({bench.get('created', '?')}, "
         f"{bench.get('cpus', '?')} CPUs, load average before {bench.get('load_before', '?')}, "
         f"after {bench.get('load_after', '?')}: the machine was shared, so latencies are "
         "noisy; every variant was timed in the same interleaved rounds). Batch 1, median; "

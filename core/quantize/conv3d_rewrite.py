@@ -91,10 +91,7 @@ class DepthTaps(keras.layers.Layer):
         if before or after:
             x = tf.pad(x, [[0, 0], [before, after], [0, 0], [0, 0], [0, 0]])
         span = (out - 1) * self.stride + 1
-        views = []
-        for i in range(self.kernel_depth):
-            view = x[:, i : i + span : self.stride]
-            views.append(view)
+        views = [x[:, i : i + span : self.stride] for i in range(self.kernel_depth)]
         x = views[0] if len(views) == 1 else tf.concat(views, axis=-1)
         return tf.reshape(x, [-1, h, w, self.kernel_depth * c])
 
@@ -322,7 +319,7 @@ def _stays_folded(layer: keras.layers.Layer, node: Any, tensors: _Tensors) -> in
     return depths.pop()
 
 
-def _clone_call(layer: keras.layers.Layer, node: Any, args: Any, kwargs: Any) -> Any:
+def _clone_call(layer: keras.layers.Layer, args: Any, kwargs: Any) -> Any:
     new = layer.__class__.from_config(layer.get_config())
     out = new(*args, **kwargs)
     new.set_weights(layer.get_weights())
@@ -402,7 +399,7 @@ def rewrite_conv3d(model: keras.Model) -> tuple[keras.Model, str | None]:
 
         args = tf.nest.map_structure(swap, node.call_args)
         kwargs = tf.nest.map_structure(swap, node.call_kwargs)
-        result = _clone_call(layer, node, args, kwargs)
+        result = _clone_call(layer, args, kwargs)
         for old, new in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(result), strict=True):
             tensors.set(old, new, depth, layer.name)
     new_inputs = [tensors.unfolded(t) for t in model.inputs]
