@@ -108,7 +108,7 @@ def method_picker_ui(
         key=key,
         format_func=lambda m: (
             explain.method_info(m)["title"]
-            + (" · this model's default" if m == default.method else "")
+            + (" · this model's default" if m == default.method and default.measured else "")
         ),
         help="How the heatmap is computed. The default is the method that was measured to "
         "follow this model's decisions best (see *Can you trust this map?*).\n\n"

@@ -240,13 +240,19 @@ with w.guard("running the model"):
             m: cache.heatmap(run["path"], x, m, target, explain_ui.layer_for(default, m))
             for m in methods
         }
-    labelled = {}
+    # which layer each map reads, with its grid: coarse grids give blurry maps
+    where_read = {}
     for m in methods:
         layers = explain.resolve_layers(model, m, explain_ui.layer_for(default, m))
-        labelled[m] = titles[m] + (f" · {explain.describe_layers(model, layers)}" if layers else "")
+        where_read[m] = explain.describe_layers(model, layers) or "input pixels"
+    labelled = {m: f"{titles[m]} · {where_read[m]}" for m in methods}
     st.caption(
         f"{', '.join(titles.values())}: {timer.ms:.0f} ms server time · "
-        + " | ".join(labelled[m] for m in methods)
+        + (
+            f"reads {where_read[method]}"
+            if len(methods) == 1
+            else "; ".join(f"{titles[m]} reads {where_read[m]}" for m in methods)
+        )
     )
     if default.faithful is False:
         st.warning(
