@@ -191,13 +191,26 @@ def annotated_overlay(
         uint8 RGB picture.
     """
     pic = Image.fromarray(np.asarray(picture, np.uint8)).convert("RGB")
-    width = max(pic.width, 420)
+    width = max(pic.width, 480)
     font = _font(13)
-    head = 8 + 18 * len(lines)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    wrapped: list[str] = []
+    for line in lines:
+        # Pillow's built-in font has no "×"; long layer lists wrap instead of running off
+        words, current = line.replace("×", "x").split(" "), ""
+        for word in words:
+            trial = f"{current} {word}".strip()
+            if current and measure.textlength(trial, font=font) > width - 16:
+                wrapped.append(current)
+                current = word
+            else:
+                current = trial
+        wrapped.append(current)
+    head = 8 + 18 * len(wrapped)
     legend = colour_bar_legend(cmap, class_name, width)
     canvas = Image.new("RGB", (width, head + pic.height + legend.shape[0] + 6), "white")
     draw = ImageDraw.Draw(canvas)
-    for i, line in enumerate(lines):
+    for i, line in enumerate(wrapped):
         draw.text((8, 4 + 18 * i), line, fill="black", font=font)
     canvas.paste(pic, ((width - pic.width) // 2, head))
     canvas.paste(Image.fromarray(legend), (0, head + pic.height + 4))
