@@ -208,6 +208,38 @@ def test_scorecam_equals_hand_computation():
         np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
+def test_scorecam_skips_dead_channels_without_changing_the_map():
+    """A channel that never fires is skipped; tf-keras-vis, which runs it, gives the same map."""
+    from tf_keras_vis.scorecam import Scorecam
+    from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
+    from tf_keras_vis.utils.scores import CategoricalScore
+
+    inputs = keras.Input((6, 6, 1))
+    conv = keras.layers.Conv2D(3, 3, padding="same", name="conv")
+    feats = keras.layers.ReLU(name="relu")(conv(inputs))
+    dense = keras.layers.Dense(2, name="logits")
+    out = keras.layers.Activation("softmax")(dense(keras.layers.Flatten()(feats)))
+    model = keras.Model(inputs, out)
+    kernel = np.random.default_rng(8).normal(size=(3, 3, 1, 3)).astype(np.float32)
+    kernel[..., 2] = 0.0  # channel 2: zero kernel, negative bias -> ReLU output always 0
+    conv.set_weights([kernel, np.array([0.1, 0.2, -1.0], np.float32)])
+    dense.set_weights(
+        [np.random.default_rng(9).normal(size=(108, 2)).astype(np.float32), np.zeros(2, np.float32)]
+    )
+    x = np.random.default_rng(10).random((2, 6, 6, 1), dtype=np.float32)
+    ours = explain.attribution(model, x, "scorecam", 1, "relu", upsample=False)
+    theirs = Scorecam(model, model_modifier=ReplaceToLinear(), clone=True)(
+        CategoricalScore([1, 1]),
+        x,
+        penultimate_layer="relu",
+        seek_penultimate_conv_layer=False,
+        expand_cam=False,
+        normalize_cam=False,
+    )
+    assert ours.max() == 1.0
+    np.testing.assert_allclose(ours, _max_norm(np.asarray(theirs)), atol=1e-5)
+
+
 def _linear_model(shape: tuple[int, ...]) -> tuple[keras.Model, np.ndarray]:
     """Flatten -> logits (3 classes) -> softmax: the input gradient of class c is W[:, c]."""
     inputs = keras.Input(shape)
