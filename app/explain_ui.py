@@ -240,6 +240,8 @@ COLUMN_HELP = {
     "the model learned; near 1 = it only traces the image. Goal: 0.4 or less.",
     "Heat on anatomy (test)": "Share of the map's energy inside the organ (3D masks) or the "
     "fundus disk (retina photos). Compare with the anatomy's share of the image.",
+    "Anatomy share of image": "How much of the image the organ or fundus disk covers: what "
+    "a map spread evenly would score on the previous column.",
     "Samples": "Test images or volumes each number is averaged over.",
 }
 
@@ -278,7 +280,10 @@ def trust_rows(stored: dict[str, Any] | None) -> list[dict[str, Any]]:
             continue
         method, layer = cand.get("method"), cand.get("layer")
         anatomy = _get(cand, "test", "anatomy") or {}
-        inside = anatomy.get("inside", anatomy.get("disk")) if isinstance(anatomy, dict) else None
+        anatomy = anatomy if isinstance(anatomy, dict) else {}
+        # 3D masks report the gland ("inside"), fundus photos the disk
+        inside = anatomy.get("inside", anatomy.get("disk"))
+        area = anatomy.get("area_inside", anatomy.get("area_disk"))
         rows.append(
             {
                 "Method": titles.get(method, str(method)),
@@ -291,6 +296,7 @@ def trust_rows(stored: dict[str, Any] | None) -> list[dict[str, Any]]:
                 "Insertion ratio (test)": _get(cand, "test", "faithfulness", "insertion_ratio"),
                 "Scrambling correlation (test)": _get(cand, "test", "sanity", "rank_correlation"),
                 "Heat on anatomy (test)": inside if isinstance(inside, int | float) else None,
+                "Anatomy share of image": area if isinstance(area, int | float) else None,
                 "Samples": _get(cand, "test", "faithfulness", "n"),
             }
         )
@@ -341,9 +347,10 @@ def trust_panel_ui(
         config["Layer"] = st.column_config.TextColumn("Layer", help=COLUMN_HELP["Layer"])
         config["Default"] = st.column_config.CheckboxColumn("Default", help=COLUMN_HELP["Default"])
         config["Samples"] = st.column_config.NumberColumn("Samples", help=COLUMN_HELP["Samples"])
-        config["Heat on anatomy (test)"] = st.column_config.NumberColumn(
-            "Heat on anatomy (test)", help=COLUMN_HELP["Heat on anatomy (test)"], format="percent"
-        )
+        for name in ("Heat on anatomy (test)", "Anatomy share of image"):
+            config[name] = st.column_config.NumberColumn(
+                name, help=COLUMN_HELP[name], format="percent"
+            )
         st.dataframe(rows, hide_index=True, column_config=config, key="explain_trust_table")
         chosen_by = stored.get("chosen_by") if isinstance(stored, dict) else None
         if chosen_by:

@@ -41,7 +41,7 @@ def _candidate(method: str, layer, deletion: float, insertion: float, rho: float
     split = {
         "faithfulness": {"deletion_ratio": deletion, "insertion_ratio": insertion, "n": 64},
         "sanity": {"rank_correlation": rho, "n": 64},
-        "anatomy": {"inside": 0.42},
+        "anatomy": {"disk": 0.88, "area_disk": 0.73, "background": 0.12},
     }
     return {"method": method, "layer": layer, "val": split, "test": split}
 
@@ -118,6 +118,8 @@ def test_opens_on_the_stored_default_and_dims_an_unfaithful_map(env):
     (table,) = [d.value for d in at.dataframe if "Deletion ratio (test)" in d.value.columns]
     assert list(table["Method"]) == ["LayerCAM", "Grad-CAM"]  # the default first
     assert table["Default"].tolist() == [True, False]
+    assert table["Heat on anatomy (test)"].tolist() == [0.88, 0.88]
+    assert table["Anatomy share of image"].tolist() == [0.73, 0.73]
     # another method: its own automatic layer, the verdict stays about the default
     at.selectbox(key="gradcam_method").set_value("scorecam").run()
     assert not at.exception
