@@ -47,10 +47,11 @@ _links = {
         ),
         ":material/view_in_ar:",
     ),
-    "Grad-CAM": (
+    # url_path stays "gradcam": links to the former Grad-CAM explorer keep working
+    "Explanations": (
         st.Page(
             _PAGES / "gradcam.py",
-            title="Grad-CAM explorer",
+            title="Explanations",
             icon=":material/visibility:",
             url_path="gradcam",
         ),

@@ -166,12 +166,19 @@ def _run_by_path(run_path: str) -> dict:
 
 # 64 maps ≈ 8 reviewers x 4 samples x 2 methods; ≤ 88 kB each at 28³ (1 MB at 64³)
 @st.cache_data(max_entries=64, ttl=3600, show_spinner=False)
-def heatmap(run_path: str, x: np.ndarray, method: str, class_index: int | None) -> np.ndarray:
-    """Grad-CAM map of one model input ``x`` (no batch axis), spatial shape of ``x``."""
+def heatmap(
+    run_path: str,
+    x: np.ndarray,
+    method: str,
+    class_index: int | None,
+    layer: str | tuple[str, ...] | None = None,
+) -> np.ndarray:
+    """Explanation map (``core.explain.attribution``) of one model input ``x`` (no batch axis),
+    spatial shape of ``x``; ``layer`` ``None`` = the method's automatic layer."""
     from core import explain
 
     model = load_model(run_path)
-    return explain.grad_cam(model, x[None], class_index=class_index, method=method)[0]
+    return explain.attribution(model, x[None], method, class_index, layer)[0]
 
 
 @st.cache_data(max_entries=64, ttl=3600, show_spinner=False)  # a few floats each

@@ -253,7 +253,6 @@ def seed_from_query(mapping: dict[str, tuple[str, type]]) -> None:
             log.info("ignoring query parameter %s=%r", param, value)
 
 
-CAM_METHODS = {"Grad-CAM": "gradcam", "Grad-CAM++": "gradcam++"}
 COLORMAPS = ("jet", "turbo", "inferno", "magma", "viridis", "hot")
 
 # --------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import statistics
 import sys
 import time
@@ -241,12 +242,13 @@ async def user(browser, url: str, kind: Kind, interactions: int, tally: Tally, d
 
                 else:
                     method = (method + 1) % len(kind.methods)
-                    radio = page.locator(f".st-key-{kind.method_key}").get_by_text(
-                        kind.methods[method], exact=True
-                    )
+                    box = page.locator(f".st-key-{kind.method_key}")
+                    # the option's title, alone or followed by " · this model's default"
+                    name = re.compile(rf"^{re.escape(kind.methods[method])}( ·|$)")
 
-                    async def act(radio=radio):
-                        await radio.click()
+                    async def act(box=box, name=name):
+                        await box.click()
+                        await page.get_by_role("option", name=name).first.click()
 
                 seconds, rerun = await _rerun(page, act)
                 tally.actions.append(seconds)
@@ -276,7 +278,7 @@ def _kinds(args, url_run: str) -> tuple[Kind, Kind]:
         index_key="gradcam_index",
         alpha_key="gradcam_alpha",
         method_key="gradcam_method",
-        methods=("Grad-CAM", "Grad-CAM++", "Both"),
+        methods=("Grad-CAM", "Grad-CAM++", "LayerCAM"),
         ready_text="ms server time",
         samples=Samples(n_2d, args.seed),
     )

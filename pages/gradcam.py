@@ -1,11 +1,15 @@
-"""Grad-CAM explorer: where a model looked, for a dataset sample or an uploaded image."""
+"""Explanations: where a model looked, for a dataset sample or an uploaded image, by the method
+measured most faithful for that model, with a plain verdict on how far to trust the map.
+
+The url path stays ``gradcam`` (app/Home.py), so links to the former Grad-CAM explorer work.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import streamlit as st
 
-from app import cache, describe, figures, state
+from app import cache, describe, explain_ui, figures, state
 from app import widgets as w
 from core import info, registry
 from core.results import alignment_rows
@@ -20,17 +24,23 @@ def cam_views(
     cams: dict[str, np.ndarray],
     slice_index: int | None,
     depth: int,
-    explained: str,
+    explained: dict[str, str],
     file_stem: str,
-    file_class: str,
+    dimmed: bool,
 ) -> None:
-    """Colormap and opacity controls (in the sidebar ``box``), pictures and downloads.
+    """Colormap and opacity controls (in the sidebar ``box``), pictures, colour bar, downloads.
 
     A fragment: moving these two controls reruns only this function, with the arguments of
     the last full run; anything else (run, sample, method, class, slice) reruns the page and
     calls it again with new ones. The occlusion pictures further down use the colormap too:
     when they are shown and it changes, the whole page reruns (a full run does not: it pops
     the mark before calling this).
+
+    Args:
+        explained: ``class`` (e.g. "class 3: ..."), ``class_name``, ``file_class``, ``model``,
+            ``origin``; per method name its title with its layer, and under ``title:<name>``
+            its title alone.
+        dimmed: Wash the maps out (no method was found faithful for this model).
     """
     cmap = box.selectbox("Colormap", w.COLORMAPS, key="gradcam_cmap")
     alpha = box.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="gradcam_alpha")
@@ -38,27 +48,58 @@ def cam_views(
         st.rerun()  # the full run draws the occlusion pictures in the new colormap too
     with w.guard("drawing the heatmaps"):
         where = "" if slice_index is None else f" · axial slice {slice_index + 1}/{depth}"
-        for method, cam in cams.items():
-            pictures = figures.cam_pictures(display, cam, alpha, cmap, slice_index)
-            title = {v: k for k, v in w.CAM_METHODS.items()}[method]
-            st.subheader(title)
+        pictures = {
+            m: figures.cam_pictures(display, cam, alpha, cmap, slice_index)
+            for m, cam in cams.items()
+        }
+        if dimmed:
+            for pics in pictures.values():
+                for name in ("heatmap", "overlay"):
+                    pics[name] = explain_ui.dim(pics[name])
+        if len(cams) == 1:
+            (method,) = cams
             cols = st.columns(3)
             for col, caption in zip(cols, ("Original", "Heatmap", "Overlay"), strict=True):
                 # PNG bytes cached by content: an opacity move encodes only the new overlay
                 col.image(
-                    cache.png(pictures[caption.lower()]), caption=caption + where, width="stretch"
+                    cache.png(pictures[method][caption.lower()]),
+                    caption=caption + where,
+                    width="stretch",
                 )
+        else:
+            cols = st.columns(len(cams) + 1)
+            first = next(iter(pictures.values()))
+            cols[0].image(cache.png(first["original"]), caption="Original" + where, width="stretch")
+            for col, (method, pics) in zip(cols[1:], pictures.items(), strict=True):
+                col.image(cache.png(pics["overlay"]), caption=explained[method], width="stretch")
+        st.image(
+            cache.png(explain_ui.colour_bar_legend(cmap, explained["class_name"])),
+            caption="Colour scale: how strongly each region speaks for the explained class",
+        )
+        for method, pics in pictures.items():
+            title = explained["title:" + method]
+            picture = explain_ui.annotated_overlay(
+                pics["overlay_full"],
+                cmap,
+                [
+                    f"Model: {explained['model']}",
+                    f"Explains {explained['class']}",
+                    f"Method: {explained[method]}" + (" (not found faithful)" if dimmed else ""),
+                    explained["origin"] + where,
+                ],
+                explained["class_name"],
+            )
             st.download_button(
-                f"Download the {title} overlay of {explained} (PNG)",
-                data=cache.png(pictures["overlay_full"]),
-                file_name=f"{file_stem}_{method}_{file_class}.png",
+                f"Download the {title} overlay of {explained['class']} (PNG)",
+                data=cache.png(picture),
+                file_name=f"{file_stem}_{method}_{explained['file_class']}.png",
                 mime="image/png",
                 key=f"gradcam_download_{method}",
                 icon=":material/download:",
             )
 
 
-st.title("Grad-CAM explorer")
+st.title("Explanations")
 # set by the occlusion section at the end of a full run that shows its pictures (cam_views)
 st.session_state.pop(OCCLUSION_CMAP, None)
 
@@ -152,14 +193,24 @@ else:
     for note in prepared.notes:
         st.caption(f"• {note}")
 
-method_name = side.radio(
-    "Method",
-    [*w.CAM_METHODS, "Both"],
-    key="gradcam_method",
-    horizontal=True,
-    help="Grad-CAM weights feature maps by mean gradients; Grad-CAM++ uses higher-order "
-    "terms and often spreads over several object parts.",
+stored = run.get("explain") or cache.run_file(run["path"], "explain.json")
+with w.guard("reading the model's explanation settings"):
+    from core import explain  # TensorFlow: loaded with the model above anyway
+
+    default = explain_ui.explain_default(stored, explain.METHODS)
+    method = explain_ui.method_picker_ui(
+        default, key="gradcam_method", context=run["path"], container=side
+    )
+compare = side.toggle(
+    "Compare methods",
+    key="gradcam_compare",
+    help="Show the same image and class explained by other methods side by side.",
 )
+methods = [method]
+if compare:
+    methods += explain_ui.compare_picker_ui(
+        default, method, key="gradcam_compare_methods", container=side
+    )
 # colormap and opacity: drawn here in the sidebar by the cam_views fragment below
 view_box = side.container()
 
@@ -176,17 +227,40 @@ with w.guard("running the model"):
         f"**{describe.dataset_title(flag)}** · `{run['name']}` · {origin} · true label: "
         f"**{true_text}** · predicted: **{pred_name}** ({probs[predicted]:.1%})"
     )
-    st.markdown(
-        f"Heatmaps explain class **{target}: {target_name}** ({probs[target]:.1%})"
-        + (" · the predicted class" if target == predicted else " · **not** the predicted class")
-    )
-
-    methods = (
-        list(w.CAM_METHODS.values()) if method_name == "Both" else [w.CAM_METHODS[method_name]]
+    titles = {m: explain.method_info(m)["title"] for m in methods}
+    # the heading names the class the maps explain, and whether the model predicted it
+    st.subheader(
+        f"Evidence for class {target}: {target_name} ({probs[target]:.1%})"
+        + (" · the predicted class" if target == predicted else " · **not** the predicted class"),
+        help="The heatmap shows which regions raised the model's score for this class. It "
+        "shows where the model looked, not whether the finding is really there.",
     )
     with w.Timer() as timer:
-        cams = {m: cache.heatmap(run["path"], x, m, target) for m in methods}
-    st.caption(f"Grad-CAM: {timer.ms:.0f} ms server time")
+        cams = {
+            m: cache.heatmap(run["path"], x, m, target, explain_ui.layer_for(default, m))
+            for m in methods
+        }
+    # which layer each map reads, with its grid: coarse grids give blurry maps
+    where_read = {}
+    for m in methods:
+        layers = explain.resolve_layers(model, m, explain_ui.layer_for(default, m))
+        where_read[m] = explain.describe_layers(model, layers) or "input pixels"
+    labelled = {m: f"{titles[m]} · {where_read[m]}" for m in methods}
+    st.caption(
+        f"{', '.join(titles.values())}: {timer.ms:.0f} ms server time · "
+        + (
+            f"reads {where_read[method]}"
+            if len(methods) == 1
+            else "; ".join(f"{titles[m]} reads {where_read[m]}" for m in methods)
+        )
+    )
+    if default.faithful is False:
+        st.warning(
+            "**No explanation method was faithful for this model**, so the map is shown "
+            "dimmed: treat it as a rough hint, not as evidence. The measured numbers are "
+            "under *Can you trust this map?* below.",
+            icon=":material/visibility_off:",
+        )
 
     slice_index = None
     if three_d:
@@ -224,10 +298,20 @@ with w.guard("running the model"):
         cams,
         slice_index,
         x.shape[0],
-        f"class {target}: {target_name}",
+        {
+            **labelled,
+            **{f"title:{m}": t for m, t in titles.items()},
+            "class": f"class {target}: {target_name}",
+            "class_name": target_name,
+            "file_class": f"class{target}",
+            "model": run["name"],
+            "origin": origin,
+        },
         f"{run['name']}_{origin_file}{slice_file}",
-        f"class{target}",
+        default.faithful is False,
     )
+
+    explain_ui.trust_panel_ui(stored, default, method, run["name"])
 
     st.subheader("Does the heat fall on the anatomy?")
     alignment = figures.alignment(x, cams, flag)
@@ -238,22 +322,21 @@ with w.guard("running the model"):
         )
     else:
         cols = st.columns(len(alignment["scores"]) + 1)
-        for col, (method, score) in zip(cols, alignment["scores"].items(), strict=False):
-            title = {v: k for k, v in w.CAM_METHODS.items()}[method]
+        for col, (m, score) in zip(cols, alignment["scores"].items(), strict=False):
             col.metric(
-                f"{title} energy in mask",
+                f"{titles[m]} energy in mask",
                 f"{score:.1%}",
                 delta=f"{score - alignment['area']:+.1%} vs uniform",
-                help="Share of the heatmap's energy inside the anatomy mask.",
+                help="Share of the heatmap's energy inside the anatomy mask (the organ for 3D "
+                "masks, the fundus disk for retina photos).",
             )
         cols[-1].metric(
             "Mask area (uniform map)",
             f"{alignment['area']:.1%}",
             help="What a heatmap spread evenly over the image would score.",
         )
-    stored = run.get("explain") or cache.run_file(run["path"], "explain.json")
-    if stored:
-        with st.expander(f"Alignment over the test split ({stored.get('split', 'test')})"):
+    if stored and alignment_rows(stored):
+        with st.expander(f"Grad-CAM alignment over the test split ({stored.get('split', 'test')})"):
             st.dataframe(alignment_rows(stored), hide_index=True, key="alignment_table")
             st.caption(
                 "Heat on anatomy: share of heatmap energy inside the organ mask (3D) or fundus "

@@ -204,7 +204,7 @@ with right:
         )
         st.page_link(
             "../pages/gradcam.py",
-            label="Explain with Grad-CAM",
+            label="Explain this decision",
             icon=":material/visibility:",
             query_params={"run": run["name"], "split": split, "index": current},
         )

@@ -1,11 +1,11 @@
-"""3D volume viewer: PyVista scene, orthogonal slice scrubbing, Grad-CAM in 3D."""
+"""3D volume viewer: PyVista scene, orthogonal slice scrubbing, the model's heatmap in 3D."""
 
 from __future__ import annotations
 
 import numpy as np
 import streamlit as st
 
-from app import cache, describe, figures, state
+from app import cache, describe, explain_ui, figures, state
 from app import volume as v3d
 from app import widgets as w
 from core import info
@@ -48,12 +48,12 @@ st.info(
     icon=":material/info:",
 )
 
-# Grad-CAM needs a 3D model trained on this dataset at this size (optional).
+# The heatmap needs a 3D model trained on this dataset at this size (optional).
 run = w.run_picker_ui(
     cache.runs(),
     key="volume_run",
     optional=True,
-    label="Model for Grad-CAM (optional)",
+    label="Model for the heatmap (optional)",
     dataset=flag,
     three_d=True,
     container=side,
@@ -63,8 +63,16 @@ if run is not None and describe.run_size(run) != size:
     run = None
 cam = None
 if run is not None:
-    method_name = side.radio("Method", list(w.CAM_METHODS), key="volume_method", horizontal=True)
-    with w.guard("computing the 3D Grad-CAM"):
+    with w.guard("reading the model's explanation settings"):
+        from core import explain  # TensorFlow: the model is loaded for the heatmap anyway
+
+        stored = run.get("explain") or cache.run_file(run["path"], "explain.json")
+        default = explain_ui.explain_default(stored, explain.METHODS)
+        # the same default as the Explanations page: the method measured most faithful
+        method = explain_ui.method_picker_ui(
+            default, key="volume_method", context=run["path"], container=side
+        )
+    with w.guard("computing the 3D heatmap"):
         x = volume[..., None]
         probs = cache.probabilities(run["path"], x)
         target = w.class_picker_ui(
@@ -74,14 +82,20 @@ if run is not None:
             context=(run["path"], flag, size, split, index),
             container=side,
         )
-        cam = cache.heatmap(run["path"], x, w.CAM_METHODS[method_name], target)
+        cam = cache.heatmap(run["path"], x, method, target, explain_ui.layer_for(default, method))
+        if default.faithful is False:
+            side.warning(
+                "No explanation method was faithful for this model: read the heat as a rough "
+                "hint, not as evidence (numbers on the Explanations page).",
+                icon=":material/visibility_off:",
+            )
         side.caption(
             f"Model says **{labels[int(np.argmax(probs))]}** ({probs.max():.0%})."
             if len(labels) == len(probs)
             else ""
         )
 else:
-    side.caption("Pick a 3D model to overlay its Grad-CAM heatmap.")
+    side.caption("Pick a 3D model to overlay its heatmap (where it looked).")
 
 scene_col, slice_col = st.columns([3, 2], gap="large")
 
@@ -122,7 +136,7 @@ with scene_col:
         0.05,
         key="volume_cam_threshold",
         disabled=cam is None,
-        help="Voxels whose Grad-CAM value (0–1) is above this level form the red heat surface.",
+        help="Voxels whose heatmap value (0–1) is above this level form the red heat surface.",
     )
     opts = v3d.SceneOptions(
         mode=mode, threshold=threshold, opacity=opacity, cam_threshold=cam_threshold
@@ -146,7 +160,7 @@ with scene_col:
             st.plotly_chart(v3d.plotly_scene(volume, cam, opts), key="volume_plotly")
     st.caption(
         "Grey: anatomy surface at the threshold"
-        + ("; red: Grad-CAM heat above the heat threshold." if cam is not None else ".")
+        + ("; red: heat above the heat threshold." if cam is not None else ".")
         + " Drag to rotate, scroll to zoom."
     )
 
@@ -161,7 +175,7 @@ def slice_viewer(volume: np.ndarray, cam: np.ndarray | None) -> None:
     )
     cmap = st.selectbox("Colormap", w.COLORMAPS, key="volume_cmap", disabled=cam is None)
     planes = [("Axial (z)", 0, d), ("Coronal (y)", 1, h), ("Sagittal (x)", 2, wd)]
-    # slices are numbered from 1 for people: slider, caption and Grad-CAM page agree
+    # slices are numbered from 1 for people: slider, caption and Explanations page agree
     numbers = []
     for name, axis, n in planes:
         # another volume size starts again in the middle (slice 15 of 28 is not the middle of 64)

@@ -245,7 +245,7 @@ def test_volume_viewer_pyvista_child_process(env):
 
 
 # ------------------------------------------------------------------------------------------
-# Grad-CAM explorer
+# Explanations (url path "gradcam", the former Grad-CAM explorer)
 # ------------------------------------------------------------------------------------------
 
 
@@ -256,9 +256,15 @@ def test_gradcam_sample_and_controls(env):
     assert at.number_input(key="gradcam_index").value == 2
     assert "Grad-CAM:" in texts(at) and "server time" in texts(at)
     assert at.get("download_button")
-    n_images = len(at.image)
-    at.radio(key="gradcam_method").set_value("Both").run()
-    assert len(at.image) == 2 * n_images
+    # the run has no measured default: Grad-CAM at the automatic layer, said so in the panel
+    assert at.selectbox(key="gradcam_method").value == "gradcam"
+    assert any("have not been measured yet" in i.value for i in at.info)
+    at.selectbox(key="gradcam_method").set_value("layercam_fused").run()
+    assert "LayerCAM (fused layers): " in texts(at) and "server time" in texts(at)
+    at.toggle(key="gradcam_compare").set_value(True).run()
+    compared = at.multiselect(key="gradcam_compare_methods").value
+    assert compared and "layercam_fused" not in compared
+    assert len(at.get("download_button")) == 1 + len(compared)  # one annotated PNG per method
     at.slider(key="gradcam_alpha").set_value(0.9).run()
     at.selectbox(key="gradcam_cmap").set_value("inferno").run()
     at.selectbox(key="gradcam_target").set_value(3).run()

@@ -182,7 +182,7 @@ def test_scene_file_is_built_once_and_old_scenes_are_pruned(monkeypatch, tmp_pat
 
 
 # --------------------------------------------------------------------------------------------
-# Soak: users on the Grad-CAM explorer and the 3D viewer, ~200 interactions
+# Soak: users on the Explanations page and the 3D viewer, ~200 interactions
 # --------------------------------------------------------------------------------------------
 
 # Per-interaction RSS growth allowed after warm-up, from the mean RSS of the first and last 20
@@ -269,7 +269,7 @@ def test_soak_in_this_process(soak_env, monkeypatch):
         ("volume", _open("volume", {"dataset": "adrenalmnist3d", "size": "28"})),
     ]
     n_samples = {"gradcam": SPLIT_SIZES["retinamnist"][2], "volume": 60}
-    methods = {"gradcam": ["Grad-CAM++", "Both", "Grad-CAM"], "volume": ["Grad-CAM++", "Grad-CAM"]}
+    methods = {"gradcam": ["gradcam++", "layercam", "gradcam"], "volume": ["gradcam++", "gradcam"]}
     points = []
     for i in range(INTERACTIONS):
         page, at = users[i % 3]
@@ -280,7 +280,7 @@ def test_soak_in_this_process(soak_env, monkeypatch):
             at.slider(key=f"{page}_alpha").set_value(0.5 if turn % 2 == 0 else 0.45)
         else:  # method
             options = methods[page]
-            at.radio(key=f"{page}_method").set_value(options[turn % len(options)])
+            at.selectbox(key=f"{page}_method").set_value(options[turn % len(options)])
         at.run()
         assert not at.exception, (i, page, [e.value for e in at.exception])
         if i >= WARM_UP:

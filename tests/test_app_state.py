@@ -94,6 +94,10 @@ def texts(at: AppTest) -> str:
 # ------------------------------------------------------------------------------------------
 
 
+def headings(at: AppTest) -> str:
+    return "\n".join(str(h.value) for h in at.subheader)
+
+
 def test_pages_opened_from_links_set_widgets_one_way(env, duplicate_defaults):
     runs = env["runs"]
     at = start()
@@ -160,7 +164,7 @@ def test_gradcam_target_class_follows_model_and_sample(env):
     assert_target_is_predicted(at)
     at.selectbox(key="gradcam_run").set_value(runs["retina"]).run()
     assert_target_is_predicted(at)
-    assert "· the predicted class" in texts(at)  # the header names the class explained
+    assert "· the predicted class" in headings(at)  # the header names the class explained
     labels = at.selectbox(key="gradcam_target").options
     assert len(labels) == 5 and not any("hyperplasia" in label for label in labels)
 
@@ -171,8 +175,8 @@ def test_gradcam_target_class_follows_model_and_sample(env):
     chosen = next(k for k in range(5) if k not in (predicted_option(at), next_predicted))
     at.selectbox(key="gradcam_target").set_value(chosen).run()
     assert at.selectbox(key="gradcam_target").value == chosen
-    explained = rf"Heatmaps explain class \*\*{chosen}: .*\*\*not\*\* the predicted"
-    assert re.search(explained, texts(at))
+    explained = rf"Evidence for class {chosen}: .*\*\*not\*\* the predicted"
+    assert re.search(explained, headings(at))
     download = at.get("download_button")[0]
     assert f"class {chosen}:" in download.proto.label
     # ...and it does not carry over to the next sample, which starts at its own prediction

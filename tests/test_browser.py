@@ -31,7 +31,7 @@ PAGES = {
     "": "MedMNIST clinical review",
     "samples": "Sample browser",
     "volume": "3D volume viewer",
-    "gradcam": "Grad-CAM explorer",
+    "gradcam": "Explanations",
     "experiments": "Experiments",
     "quantization": "Quantization",
     "retrain": "Retrain a model",

@@ -122,7 +122,7 @@ def test_gradcam_target_class_follows_model_and_sample(server, page):
     # a class picked by hand is named in the header and the file, and ends with the sample
     other = (k + 1) % 5
     choose(page, "gradcam_target", f"{other}: ")
-    assert f"Heatmaps explain class {other}:" in page.inner_text("body")
+    assert f"Evidence for class {other}:" in page.inner_text("body")
     assert "not the predicted class" in page.inner_text("body")
     with page.expect_download() as download:
         page.locator("[data-testid=stDownloadButton] button").first.click()
@@ -141,7 +141,7 @@ def test_gradcam_target_class_follows_model_and_sample(server, page):
     # after a new sample the fragment draws with the new sample's class, not the last one
     press_slider(page, "gradcam_alpha", 2, "ArrowLeft")
     k = int(shown(page, "gradcam_target").split(":")[0])
-    assert f"Heatmaps explain class {k}:" in page.inner_text("body")
+    assert f"Evidence for class {k}:" in page.inner_text("body")
     with page.expect_download() as download:
         page.locator("[data-testid=stDownloadButton] button").first.click()
     assert download.value.suggested_filename == f"{runs['retina']}_test10_gradcam_class{k}.png"

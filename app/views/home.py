@@ -194,8 +194,9 @@ def draw(pages: dict) -> None:
     st.title("MedMNIST clinical review")
     st.markdown(
         "Review how our models classify MedMNIST images: browse samples and predictions, scrub "
-        "through 3D volumes, see **where** a model looked (Grad-CAM), and compare experiments, "
-        "quantized variants and the published MedMNIST benchmarks."
+        "through 3D volumes, see **where** a model looked and how far to trust that map "
+        "(Explanations), and compare experiments, quantized variants and the published "
+        "MedMNIST benchmarks."
     )
     cols = st.columns(len(pages))
     for col, (title, (page, icon)) in zip(cols, pages.items(), strict=True):
