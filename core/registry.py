@@ -22,6 +22,7 @@ from core import config, scratch_dirs
 from core.config import validate_run_name  # re-exported: callers check names here
 
 __all__ = [
+    "ENSEMBLE_FILE",
     "LEAN_FILE",
     "MODEL_FILE",
     "RegistryError",
@@ -29,8 +30,10 @@ __all__ = [
     "RunFileError",
     "clean_scratch",
     "default_run_name",
+    "ensemble_dirs",
     "list_runs",
     "load_model",
+    "load_predictor",
     "read_config",
     "read_json",
     "read_run",
@@ -43,6 +46,7 @@ __all__ = [
 ]
 
 MODEL_FILE = "model.keras"
+ENSEMBLE_FILE = "ensemble.json"  # an ensemble folder: member run names, no weights
 # npz content; not named .npz so it is never mistaken for a MedMNIST data file
 LEAN_FILE = "trained_layers.weights"
 JSON_FILES = ("config.json", "history.json", "metrics.json", "evaluation.json")
@@ -450,6 +454,37 @@ def load_model(
         # a zipfile or a deserialisation error, none of which names the file.
         what = f"cannot be loaded as a Keras model ({type(exc).__name__}: {_first_line(exc)})"
         raise RunFileError(_damaged(model_file, what, path)) from exc
+
+
+def ensemble_dirs(root: str | os.PathLike | None = None) -> list[Path]:
+    """Ensemble folders of the registry (they hold ``ensemble.json`` and no ``config.json``,
+    so :func:`runs` does not list them and no page tries to load them as one Keras model)."""
+    base = root_dir(root)
+    if not base.is_dir():
+        return []
+    return [
+        p
+        for p in sorted(base.iterdir())
+        if not p.name.startswith(".") and (p / ENSEMBLE_FILE).is_file()
+    ]
+
+
+def load_predictor(run_dir: str | os.PathLike, root: str | os.PathLike | None = None) -> Any:
+    """The :class:`core.trust.predictor.Predictor` of a run or an ensemble folder:
+    ``predict_proba`` (calibrated), ``uncertainty``, ``ood_score``, ``is_ood``, ``refer``,
+    ``assess`` (all at once).
+
+    Args:
+        run_dir: a run or ensemble name in the registry, or its path.
+        root: the registry (default ``TRAINED_MODELS_DIR``).
+
+    Raises:
+        RegistryError: no run there, or an ensemble member is missing.
+        RunFileError: a damaged model or JSON file (named in the message).
+    """
+    from core.trust import predictor  # TensorFlow; the registry stays importable without it
+
+    return predictor.load(run_dir, root)
 
 
 def _first_line(exc: BaseException) -> str:
