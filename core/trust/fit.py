@@ -15,7 +15,14 @@ import numpy as np
 
 from core import data, evaluation, registry
 from core.trust import calibration, ensemble, foreign, ood, selective
-from core.trust.predictor import CALIBRATION_FILE, OOD_FILE, Member, Predictor, load
+from core.trust.predictor import (
+    CALIBRATION_FILE,
+    OOD_FILE,
+    Member,
+    component_score,
+    detector_score,
+    load,
+)
 
 # accuracy required of the cases the model keeps (the rest are referred); the issue's targets
 TARGET_ACCURACY = {"retinamnist": 0.70, "adrenalmnist3d": 0.90}
@@ -27,41 +34,36 @@ def _labels(y: np.ndarray) -> np.ndarray:
 
 
 def _ood_section(
-    p: Predictor,
     stats: dict[str, np.ndarray],
     outs: dict[str, dict[str, Any]],
     foreign_val: dict[str, dict[str, Any]],
     foreign_test: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     """Compare the detectors on val, choose one, and measure every one on test."""
-    from core.trust.predictor import member_ood_mean
-
-    val_in, val_for, per_det = {}, {}, {}
-    for det in ood.DETECTORS:
-        norm = []
-        for i in range(len(p.members)):
-            one = {"features": [outs["val"]["features"][i]], "logits": [outs["val"]["logits"][i]]}
-            st = {k.replace(f"{i}_", "0_"): v for k, v in stats.items() if k.startswith(f"{i}_")}
-            s = member_ood_mean(det, one, st, None)
-            norm.append([float(np.median(s)), ood.threshold_for(s)])
-        per_det[det] = norm
-        val_in[det] = member_ood_mean(det, outs["val"], stats, norm)
-        val_for[det] = {k: member_ood_mean(det, o, stats, norm) for k, o in foreign_val.items()}
+    norms = {}
+    for comp in ood.COMPONENTS:
+        raw = component_score(comp, outs["val"], stats)
+        norms[comp] = [[float(np.median(s)), ood.threshold_for(s)] for s in raw]
+    val_in = {d: detector_score(d, outs["val"], stats, norms) for d in ood.DETECTORS}
+    val_for = {
+        d: {k: detector_score(d, o, stats, norms) for k, o in foreign_val.items()}
+        for d in ood.DETECTORS
+    }
     choice = ood.choose_detector(val_in, val_for)
     test = {}
     for det in ood.DETECTORS:
         thr = choice["table"][det]["threshold"]
-        s_in = member_ood_mean(det, outs["test"], stats, per_det[det])
+        s_in = detector_score(det, outs["test"], stats, norms)
         sets = {}
         for name, o in foreign_test.items():
-            s = member_ood_mean(det, o, stats, per_det[det])
+            s = detector_score(det, o, stats, norms)
             sets[name] = {"flagged": ood.flag_rate(s, thr), "auroc": ood.auroc(s_in, s)}
         test[det] = {"in_distribution_flagged": ood.flag_rate(s_in, thr), "foreign": sets}
     det = choice["detector"]
     return {
         "detector": det,
         "threshold": choice["table"][det]["threshold"],
-        "norm": per_det[det],
+        "norms": norms,
         "false_alarm_target": ood.FALSE_ALARM,
         "chosen_on": "val: highest flag rate on the worst foreign val set, then the mean",
         "val": choice["table"],
@@ -104,6 +106,8 @@ def fit(
     for i in range(len(p.members)):
         fitted = ood.fit_mahalanobis(outs["train"]["features"][i], y["train"])
         stats.update({f"{i}_{k}": v for k, v in fitted.items()})
+    fitted = ood.fit_mahalanobis(outs["train"]["input_stats"], np.zeros(len(y["train"])))
+    stats.update({f"input_{k}": v for k, v in fitted.items()})
 
     cal = calibration.calibration_report(outs["val"]["z"], y["val"], outs["test"]["z"], y["test"])
     t = cal["temperature"]
@@ -127,15 +131,11 @@ def fit(
     ft = foreign.foreign_sets(dataset, "test", splits["test"][0], p.input_shape, root=data_root)
     foreign_val = {k: p.raw(v, tta=False) for k, v in fv.items()}
     foreign_test = {k: p.raw(v, tta=False) for k, v in ft.items()}
-    ood_cfg = _ood_section(p, stats, outs, foreign_val, foreign_test)
+    ood_cfg = _ood_section(stats, outs, foreign_val, foreign_test)
 
     # refer on test including the OOD guard (what the app shows)
-    from core.trust.predictor import member_ood_mean
-
-    flagged = (
-        member_ood_mean(ood_cfg["detector"], outs["test"], stats, ood_cfg["norm"])
-        > (ood_cfg["threshold"])
-    )
+    score = detector_score(ood_cfg["detector"], outs["test"], stats, ood_cfg["norms"])
+    flagged = score > ood_cfg["threshold"]
     keep = ~(flagged | (unc["test"] > refer["threshold"]))
     refer["test_with_ood"] = {
         "coverage": float(keep.mean()),

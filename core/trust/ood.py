@@ -9,6 +9,13 @@ validation quantile that leaves at most ``FALSE_ALARM`` of in-distribution image
   images: the plain estimate is near-singular).
 - ``energy``: Liu et al. 2020 — ``-logsumexp(logits)``.
 - ``msp``: ``1 - max softmax`` (Hendrycks & Gimpel 2017), the weak reference.
+- ``input``: one Gaussian (Ledoit–Wolf) on simple statistics of the input image itself
+  (per-channel mean/std, colour saturation, edge energy, an intensity histogram): a grey
+  X-ray turned RGB has no colour and a blurred image no edges, which the penultimate features
+  of a small 28 px model need not separate from a dark fundus.
+- ``a+b``: the larger of two scores, each scaled so its val median is 0 and its own 5 %
+  threshold 1 (flag when either component looks foreign); the final threshold is set again
+  on val.
 """
 
 from __future__ import annotations
@@ -19,7 +26,9 @@ import numpy as np
 from scipy.special import logsumexp, softmax
 from sklearn.covariance import LedoitWolf
 
-DETECTORS = ("mahalanobis", "energy", "msp")
+COMPONENTS = ("mahalanobis", "energy", "msp", "input")
+DETECTORS = (*COMPONENTS, "mahalanobis+input", "energy+input")
+HIST_BINS = 8
 FALSE_ALARM = 0.05
 
 
@@ -38,8 +47,8 @@ def fit_mahalanobis(features: np.ndarray, labels: np.ndarray) -> dict[str, np.nd
         labels: ``(N,)`` integer classes.
 
     Returns:
-        ``{"means": (K, D), "precision": (D, D)}`` float32 (classes absent from ``labels``
-        get no mean).
+        ``{"means": (K, D), "precision": (D, D)}`` float32 in the original feature units
+        (classes absent from ``labels`` get no mean).
 
     Raises:
         ValueError: shapes disagree or fewer than two samples.
@@ -48,11 +57,63 @@ def fit_mahalanobis(features: np.ndarray, labels: np.ndarray) -> dict[str, np.nd
     y = np.asarray(labels).reshape(-1).astype(int)
     if f.ndim != 2 or len(f) != len(y) or len(f) < 2:
         raise ValueError(f"need features (N, D) and N labels, got {f.shape} and {y.shape}")
+    # standardise first: Ledoit-Wolf shrinks toward a multiple of the identity, which on raw
+    # features inflates the variance of small-scale ones (e.g. colour saturation) and hides them
+    scale = f.std(axis=0) + 1e-6
+    f = f / scale
     classes = np.unique(y)
     means = np.stack([f[y == k].mean(axis=0) for k in classes])
     centred = f - means[np.searchsorted(classes, y)]
     precision = LedoitWolf(assume_centered=True).fit(centred).precision_
-    return {"means": means.astype(np.float32), "precision": precision.astype(np.float32)}
+    return {
+        "means": (means * scale).astype(np.float32),
+        # distances are taken on f / scale: fold the scaling into the precision matrix
+        "precision": (precision / np.outer(scale, scale)).astype(np.float32),
+    }
+
+
+def input_statistics(x: np.ndarray) -> np.ndarray:
+    """Per-image statistics ``(N, F)`` of a batch ``(N, *spatial, C)`` in [0, 1], any rank.
+
+    Per-channel mean and std, colour saturation (mean distance of the channels from their
+    mean; 0 for grey), mean absolute first and second differences over every spatial axis
+    (edge energy: low when blurred or blank, high for noise), edge energy per unit intensity,
+    the centroid and spread of the intensity along every axis, and a ``HIST_BINS``-bin
+    histogram of the channel-mean intensity.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    n = len(x)
+    flat = x.reshape(n, -1, x.shape[-1])
+    grey = x.mean(axis=-1)
+    spatial_axes = range(1, grey.ndim)
+    d1 = np.mean([np.abs(np.diff(grey, axis=a)).reshape(n, -1).mean(1) for a in spatial_axes], 0)
+    d2 = np.mean(
+        [np.abs(np.diff(grey, n=2, axis=a)).reshape(n, -1).mean(1) for a in spatial_axes], 0
+    )
+    sat = np.abs(x - grey[..., None]).reshape(n, -1).mean(axis=1)
+    edges = np.linspace(0.0, 1.0, HIST_BINS + 1)
+    g = grey.reshape(n, -1)
+    hist = np.stack(
+        [
+            ((g >= lo) & ((g < hi) | (hi == 1.0))).mean(1)
+            for lo, hi in zip(edges[:-1], edges[1:], strict=True)
+        ],
+        axis=1,
+    )
+    # shape of the intensity mass: centroid and spread along every axis, and edge energy per
+    # unit mass (thin structures such as vessel masks have far more surface per volume than
+    # the compact adrenal glands)
+    mass = g.sum(1) + 1e-6
+    moments = []
+    for a in spatial_axes:
+        size = grey.shape[a]
+        coord = (np.arange(size) - (size - 1) / 2) / size
+        profile = grey.sum(axis=tuple(b for b in spatial_axes if b != a))
+        mean = profile @ coord / mass
+        moments += [mean, np.sqrt(np.maximum(profile @ coord**2 / mass - mean**2, 0.0))]
+    surface = d1 / (g.mean(1) + 1e-3)
+    cols = [flat.mean(1), flat.std(1), sat, d1, d2, surface, np.column_stack(moments), hist]
+    return np.column_stack(cols).astype(np.float64)
 
 
 def mahalanobis_score(features: np.ndarray, stats: dict[str, np.ndarray]) -> np.ndarray:
@@ -78,15 +139,17 @@ def msp_score(logits: np.ndarray) -> np.ndarray:
 def score(
     name: str, features: np.ndarray, logits: np.ndarray, stats: dict[str, np.ndarray] | None
 ) -> np.ndarray:
-    """The score of detector ``name`` (``stats`` from :func:`fit_mahalanobis` for mahalanobis).
+    """The raw score of one component detector (``stats`` from :func:`fit_mahalanobis` for
+    ``mahalanobis``, and for ``input`` where ``features`` are :func:`input_statistics`).
 
     Raises:
-        ValueError: unknown detector, or mahalanobis without stats.
+        ValueError: unknown component, or mahalanobis/input without stats.
     """
-    validate_detector(name)
-    if name == "mahalanobis":
+    if name not in COMPONENTS:
+        raise ValueError(f"OOD score {name!r} is not supported; choose one of {COMPONENTS}")
+    if name in ("mahalanobis", "input"):
         if stats is None:
-            raise ValueError("the mahalanobis detector needs fitted stats (fit_mahalanobis)")
+            raise ValueError(f"the {name} detector needs fitted stats (fit_mahalanobis)")
         return mahalanobis_score(features, stats)
     if name == "energy":
         return energy_score(logits)

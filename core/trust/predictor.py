@@ -153,7 +153,7 @@ class Predictor:
             all_logits += [z[i * n : (i + 1) * n] for i in range(len(views))]
         single = len(all_logits) == 1
         z = all_logits[0].astype(np.float64) if single else _log_mean_softmax(all_logits)
-        return {"z": z, "features": feats, "logits": logits}
+        return {"z": z, "features": feats, "logits": logits, "input_stats": ood.input_statistics(x)}
 
     @property
     def temperature(self) -> float:
@@ -232,31 +232,53 @@ class Predictor:
 
     def _ood_from(self, out: dict[str, Any]) -> np.ndarray:
         cfg = self._require_trust()["ood"]
-        return member_ood_mean(cfg["detector"], out, self._stats, cfg["norm"])
+        return detector_score(cfg["detector"], out, self._stats, cfg["norms"])
 
 
-def member_ood_mean(
-    detector: str,
+def _member_stats(stats: dict[str, np.ndarray], key: str) -> dict[str, np.ndarray] | None:
+    if f"{key}_means" not in stats:
+        return None
+    return {"means": stats[f"{key}_means"], "precision": stats[f"{key}_precision"]}
+
+
+def component_score(
+    component: str,
     out: dict[str, Any],
     stats: dict[str, np.ndarray],
-    norm: list[list[float]] | None,
+    norm: list[list[float]] | None = None,
+) -> list[np.ndarray] | np.ndarray:
+    """One OOD component's score from a forward pass (:meth:`Predictor.raw`).
+
+    Args:
+        component: one of ``core.trust.ood.COMPONENTS``.
+        out: the forward pass.
+        stats: ``ood.npz`` contents (``{i}_means``/``{i}_precision`` per member,
+            ``input_means``/``input_precision``).
+        norm: ``[[val median, val threshold], ...]`` per member (one entry for ``input``).
+
+    Returns:
+        Without ``norm``: the raw score per member (a list). With it: each member's score
+        mapped so its val median is 0 and its own threshold 1, averaged over members.
+    """
+    if component == "input":
+        raw = [ood.score("input", out["input_stats"], None, _member_stats(stats, "input"))]
+    else:
+        raw = [
+            ood.score(component, f, z, _member_stats(stats, str(i)))
+            for i, (f, z) in enumerate(zip(out["features"], out["logits"], strict=True))
+        ]
+    if norm is None:
+        return raw
+    scaled = [(s - med) / max(thr - med, 1e-12) for s, (med, thr) in zip(raw, norm, strict=True)]
+    return np.mean(scaled, axis=0)
+
+
+def detector_score(
+    detector: str, out: dict[str, Any], stats: dict[str, np.ndarray], norms: dict[str, Any]
 ) -> np.ndarray:
-    """The ensemble's OOD score: each member's detector score mapped so its in-distribution
-    val median is 0 and its own threshold 1, then averaged over members (``norm`` None = raw
-    score of the single member, for fitting)."""
-    scores = []
-    for i, (f, z) in enumerate(zip(out["features"], out["logits"], strict=True)):
-        st = (
-            {"means": stats[f"{i}_means"], "precision": stats[f"{i}_precision"]}
-            if (f"{i}_means" in stats)
-            else None
-        )
-        s = ood.score(detector, f, z, st)
-        if norm is not None:
-            median, thr = norm[i]
-            s = (s - median) / max(thr - median, 1e-12)
-        scores.append(s)
-    return np.mean(scores, axis=0)
+    """A detector's score: the largest of its normalised components (``"a+b"``)."""
+    parts = detector.split("+")
+    return np.max([component_score(c, out, stats, norms[c]) for c in parts], axis=0)
 
 
 def load(run_dir: str | os.PathLike, root: str | os.PathLike | None = None) -> Predictor:
