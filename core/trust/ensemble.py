@@ -39,26 +39,6 @@ def read_spec(ens_dir: str | os.PathLike) -> dict[str, Any]:
     return spec
 
 
-def member_path(
-    ens_dir: str | os.PathLike, name: str, root: str | os.PathLike | None = None
-) -> Path:
-    """The run directory of member ``name`` (a sibling of the ensemble folder).
-
-    Raises:
-        core.registry.RegistryError: the member run is missing (the message says how to fix it).
-    """
-    base = Path(root) if root is not None else Path(ens_dir).parent
-    path = base / registry.validate_run_name(name)
-    if not (path / "metrics.json").is_file():
-        raise registry.RegistryError(
-            f"ensemble {Path(ens_dir).name} needs member run {name!r}, which is not in {base}.\n"
-            f"  1. Restore the run folder {path} (shipped runs: `git checkout -- {path}`).\n"
-            f"  2. Or rebuild the ensemble from the runs present: "
-            "`python -m core.trust ensemble --dataset FLAG --name NAME`."
-        )
-    return path
-
-
 def mean_log_proba(logits: list[np.ndarray]) -> np.ndarray:
     """log of the mean softmax of several members' logits ``(N, K)``."""
     logp = np.stack([log_softmax(np.asarray(z, dtype=np.float64), axis=1) for z in logits])

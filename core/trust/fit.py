@@ -18,15 +18,12 @@ from core.trust import calibration, ensemble, foreign, ood, selective
 from core.trust.predictor import (
     CALIBRATION_FILE,
     OOD_FILE,
-    Member,
     component_score,
     detector_score,
-    load,
 )
 
-# accuracy required of the cases the model keeps (the rest are referred); the issue's targets
-TARGET_ACCURACY = {"retinamnist": 0.70, "adrenalmnist3d": 0.90}
-DEFAULT_TARGET = 0.90
+TARGET_ACCURACY = selective.TARGET_ACCURACY
+DEFAULT_TARGET = selective.DEFAULT_TARGET
 
 
 def _labels(y: np.ndarray) -> np.ndarray:
@@ -93,7 +90,7 @@ def fit(
         The ``calibration.json`` dict.
     """
     t0 = time.perf_counter()
-    p = load(run_dir, root)
+    p = registry.load_predictor(run_dir, root)
     cfg = p.members[0].config
     dataset, task = cfg["dataset"], cfg["task"]
     size = int(cfg.get("size", 28))
@@ -186,7 +183,7 @@ def build_ensemble(
     names = ensemble.candidates(dataset, base)
     if not names:
         raise ValueError(f"no runs of {dataset} in {base} to build an ensemble from")
-    members = {n: Member(base / n) for n in names}
+    members = {n: registry.load_predictor(base / n).members[0] for n in names}
     cfg = members[names[0]].config
     x, yv = data.load_split(dataset, "val", int(cfg.get("size", 28)), root=data_root)
     from core.trust.predictor import tta_views

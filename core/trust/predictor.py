@@ -3,7 +3,8 @@ run or an ensemble of runs, from the values ``python -m core.trust`` fitted (``c
 and ``ood.npz`` in the run directory).
 
 TensorFlow is imported here (the models), so ``core.registry.load_predictor`` imports this
-module inside the function.
+module inside the function. This module never imports ``core.registry`` (that would be an
+import cycle): the registry resolves folders, loads the models and JSON, and passes them in.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from core import registry
 from core.trust import calibration, ood
 from core.trust.foreign import conform
 
@@ -63,14 +63,12 @@ class Member:
     """One trained model with a second output: its penultimate features (the input of
     ``logits``)."""
 
-    def __init__(self, run_dir: str | os.PathLike, model: Any = None) -> None:
+    def __init__(self, run_dir: str | os.PathLike, model: Any, config: dict[str, Any]) -> None:
+        """Args: the run folder, its loaded Keras model and its ``config.json`` dict."""
         import tf_keras as keras
 
-        self.run_dir = registry.resolve_run(run_dir, allow_outside=True)
-        self.config = registry.read_json(self.run_dir, "config.json", {})
-        model = (
-            model if model is not None else registry.load_model(self.run_dir, allow_outside=True)
-        )
+        self.run_dir = Path(run_dir)
+        self.config = config
         self.model = model
         layer = model.get_layer("logits")
         self._feat = keras.Model(model.inputs, [layer.input, layer.output])
@@ -281,26 +279,10 @@ def detector_score(
     return np.max([component_score(c, out, stats, norms[c]) for c in parts], axis=0)
 
 
-def load(run_dir: str | os.PathLike, root: str | os.PathLike | None = None) -> Predictor:
-    """The :class:`Predictor` of a run or an ensemble directory.
-
-    Raises:
-        core.registry.RegistryError: no run there, or an ensemble member is missing.
-        core.registry.RunFileError: a damaged model, ``ensemble.json`` or ``calibration.json``.
-    """
-    from core.trust import ensemble
-
-    path = Path(run_dir)
-    if not path.is_absolute() and len(path.parts) == 1:
-        path = registry.root_dir(root) / path
-    if (path / ensemble.ENSEMBLE_FILE).is_file():
-        spec = ensemble.read_spec(path)
-        members = [Member(ensemble.member_path(path, m, root)) for m in spec["members"]]
-        tta = bool(spec.get("tta"))
-    else:
-        path = registry.resolve_run(run_dir, root, allow_outside=True)
-        members, tta = [Member(path)], False
-    trust = registry.read_json(path, CALIBRATION_FILE)
-    stats_file = path / OOD_FILE
-    stats = dict(np.load(stats_file)) if stats_file.is_file() else {}
-    return Predictor(path, members, tta=tta, trust=trust, ood_stats=stats)
+def read_stats(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The fitted OOD Gaussians of ``ood.npz`` (empty when the file is absent)."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    with np.load(path) as npz:
+        return {k: npz[k] for k in npz.files}
