@@ -86,12 +86,24 @@ def _check_split_metrics(where: str, entry: dict[str, Any]) -> None:
 def test_every_shipped_directory_is_a_run() -> None:
     """list_runs silently skips incomplete runs; a shipped directory must never be one."""
     listed = {r["name"] for r in RUNS}
+    # ensemble folders (core.trust) hold member names, no model: listed by ensemble_dirs
+    listed |= {p.name for p in registry.ensemble_dirs(SHIPPED)}
     dirs = (
         {p.name for p in SHIPPED.iterdir() if p.is_dir() and not p.name.startswith(".")}
         if SHIPPED.is_dir()
         else set()
     )
     assert dirs <= listed, f"incomplete run directories in trained_models/: {sorted(dirs - listed)}"
+
+
+def test_every_shipped_ensemble_is_complete() -> None:
+    """An ensemble names shipped member runs and carries its fitted trust values."""
+    for ens in registry.ensemble_dirs(SHIPPED):
+        members, _ = registry.ensemble_members(ens)  # raises when a member run is missing
+        assert members, ens
+        for name in ("metrics.json", "calibration.json", "ood.npz"):
+            assert (ens / name).is_file(), f"{ens.name} lacks {name}"
+        assert not list(ens.glob("*.keras")), f"{ens.name} copies member weights"
 
 
 @pytest.mark.parametrize("run", RUN_PARAMS)
