@@ -254,6 +254,30 @@ ROWS = [
         ("999",),
         debug=False,
     ),
+    # -- core.trust: fitting calibration/OOD on a run, building an ensemble --------------------
+    Row("trust-missing-dir", "core.trust", ("{base}/nothing",), ("{base}/nothing",), tf=True),
+    Row("trust-name-not-in-registry", "core.trust", ("no_such_run",), ("no_such_run",), tf=True),
+    Row(
+        "trust-only-metrics",
+        "core.trust",
+        ("{reg}/only_metrics",),
+        ("{reg}/only_metrics", "model.keras"),
+        tf=True,
+    ),
+    Row(
+        "trust-ensemble-no-runs",
+        "core.trust",
+        ("ensemble", "--dataset", "nope", "--name", "x"),
+        ("nope",),
+        tf=True,
+    ),
+    Row(
+        "trust-ensemble-bad-flag",
+        "core.trust",
+        ("ensemble", "--dataset", "retinamnist", "--name", "x", "--max-members", "many"),
+        ("--max-members",),
+        debug=False,
+    ),
 ]
 
 
@@ -372,11 +396,16 @@ def test_the_table_covers_every_core_command():
 
 def test_shipped_runs_pass_the_checks():
     """The checks that refuse damaged runs accept every shipped run (no false alarms)."""
+    ensembles = set(registry.ensemble_dirs(REPO / "trained_models"))
     for run in sorted((REPO / "trained_models").iterdir()):
-        if run.is_dir() and not run.name.startswith("."):
+        if run in ensembles:  # no model of its own: its members must all be shipped runs
+            members, _ = registry.ensemble_members(run)
+            assert members and all(m.parent == run.parent for m in members)
+        elif run.is_dir() and not run.name.startswith("."):
             path = registry.resolve_run(run.name, root=REPO / "trained_models")
             registry.read_json(path, "metrics.json")
             assert registry.read_config(path).dataset
+    assert ensembles, "the shipped ensembles were not found"
 
 
 # --- core.cli in-process -------------------------------------------------------------------

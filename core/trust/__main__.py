@@ -5,7 +5,6 @@ registry's runs (members chosen on val) and fits it.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from core import cli
@@ -33,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     from core.trust import fit
 
     if argv[:1] == ["ensemble"]:
-        ap = argparse.ArgumentParser(prog="python -m core.trust ensemble")
+        ap = cli.ArgumentParser(prog="python -m core.trust ensemble")
         ap.add_argument("--dataset", required=True)
         ap.add_argument("--name", required=True)
         ap.add_argument("--root", default=None)
@@ -43,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_summary(fit.fit(path, args.root)))
         print(path)
         return 0
-    ap = argparse.ArgumentParser(prog="python -m core.trust", description=__doc__)
+    ap = cli.ArgumentParser(prog="python -m core.trust", description=__doc__)
     ap.add_argument("runs", nargs="+", help="run or ensemble names or paths")
     ap.add_argument("--root", default=None)
     ap.add_argument("--target-accuracy", type=float, default=None)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from scipy.special import log_softmax, logsumexp
 
-from core import registry
+from core import info, registry
 from core.trust import calibration
 
 ENSEMBLE_FILE = registry.ENSEMBLE_FILE
@@ -106,8 +106,14 @@ def greedy_select(
 
 
 def candidates(dataset: str, root: str | os.PathLike | None = None) -> list[str]:
-    """Single-model runs of ``dataset`` in the registry (ensembles excluded)."""
-    return [r.name for r in registry.runs(root) if r.dataset == dataset]
+    """Single-model runs of ``dataset`` in the registry (ensembles excluded).
+
+    Raises:
+        ValueError: ``dataset`` is not a MedMNIST flag (the message lists the flags).
+    """
+    info.dataset_info(dataset)
+    # .get: a run whose config lacks fields is listed by the registry but can be no member
+    return [r.name for r in registry.runs(root) if r.config.get("dataset") == dataset]
 
 
 def write_spec(
