@@ -422,6 +422,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             parser.error(f"unknown part {part!r}; choose run28 or cnn3d_64")
         result["load_after"] = _load()
+        # Per part, since a later invocation may run only the other part.
+        result[part]["created"] = result["created"]
+        result[part]["load"] = (
+            f"load average before {result['load_before']}, after {result['load_after']}"
+        )
         registry.write_json_atomic(out, result)
     print(f"\nload average before: {result['load_before']}; after: {result['load_after']}")
     print(f"wrote {out}")

@@ -31,6 +31,8 @@ BENCH = {
         "dataset": "adrenalmnist3d",
         "input_shape": [28, 28, 28, 1],
         "n_test": 298,
+        "created": "2026-11-30T07:00:00",
+        "load": "load average before 3.00 2.00 1.00, after 4.00 3.00 2.00",
         "onnx": {"ok": False, "error": "ImportError: no tf2onnx"},
         "rows": [
             _row("float Keras", None, 3.0, 0.87),
@@ -59,7 +61,7 @@ def test_format_rows_prints_every_variant_and_its_float_ops():
 
 def test_section_quantization_3d_renders_both_tables_and_the_onnx_reason():
     text = "\n".join(section_quantization_3d(BENCH))
-    assert "load average before 3.00 2.00 1.00, after 4.00 3.00 2.00" in text
+    assert "n=298; 2026-11-30T07:00:00, load average before 3.00 2.00 1.00" in text
     row = "| int8, after (Conv3D rewritten) | 244.1 KB | 4.00 | 0.50 | 6.00 | 4.00 | 0.8690 |"
     assert row + " -0.0010 | 0.990 | none |" in text
     assert "ONNX Runtime not measured: ImportError: no tf2onnx" in text

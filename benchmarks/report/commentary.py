@@ -93,9 +93,17 @@ def commentary(
             f"AUC change is "
             f"{ok[worst_mode]['auc_delta']:+.4f} ({worst_mode})."
         )
-        if any("CONV_3D" in (e.get("ops") or {}).get("float_ops", {}) for e in ok.values()):
+        integer = {m: e for m, e in ok.items() if m in ("int8", "qat")}
+        if any("CONV_3D" in (e.get("ops") or {}).get("float_ops", {}) for e in integer.values()):
             text += (
                 " Its Conv3D layers stay float32 in the int8 models, so it is only partly integer."
+            )
+        elif any(
+            "Conv3D layer(s) rewritten" in n for e in integer.values() for n in e.get("notes") or []
+        ):
+            text += (
+                " Its Conv3D layers are rewritten as Conv2D before conversion, so its int8 "
+                "models are fully integer."
             )
         parts.append(text)
     # alignment

@@ -224,10 +224,9 @@ def section_quantization_3d(bench: dict[str, Any]) -> list[str]:
     lines = [
         f"#### 3D models before and after the Conv3D rewrite ({threads} thread(s) per runtime)",
         "",
-        f"`python -m benchmarks.quantize_3d{flag}` ({bench.get('created', '?')}, "
-        f"{bench.get('cpus', '?')} CPUs, load average before {bench.get('load_before', '?')}, "
-        f"after {bench.get('load_after', '?')}: the machine was shared, so latencies are "
-        "noisy; every variant was timed in the same interleaved rounds). Batch 1, median; "
+        f"`python -m benchmarks.quantize_3d{flag}` ({bench.get('cpus', '?')} CPUs; the "
+        "machine was shared, so latencies are noisy; within a table every variant was timed in "
+        "the same interleaved rounds). Batch 1, median; "
         '"× smaller" is against the float32 TFLite file; agreement is against float Keras.',
         "",
     ]
@@ -235,7 +234,8 @@ def section_quantization_3d(bench: dict[str, Any]) -> list[str]:
     if run:
         lines += [
             f"`{run['run']}` ({run['dataset']}, {'×'.join(map(str, run['input_shape'][:3]))}, "
-            f"full test split n={run['n_test']}):",
+            f"full test split n={run['n_test']}; {run.get('created', '?')}, "
+            f"{run.get('load', 'load not recorded')}):",
             "",
         ]
         lines += md_table(
@@ -256,7 +256,8 @@ def section_quantization_3d(bench: dict[str, Any]) -> list[str]:
     if big:
         lines += [
             f"cnn3d at 64³ ({big.get('weights')}; {big.get('params', 0):,} parameters; "
-            f"agreement on {big.get('n_compared')} real AdrenalMNIST3D 64 test volumes):",
+            f"agreement on {big.get('n_compared')} real AdrenalMNIST3D 64 test volumes; "
+            f"{big.get('created', '?')}, {big.get('load', 'load not recorded')}):",
             "",
         ]
         lines += md_table([*head, "Agreement", "Float ops"], _bench_rows(big["rows"], False))
