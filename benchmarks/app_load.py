@@ -209,6 +209,40 @@ class Server:
         return ticks / CLK_TCK
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid``, from one pass over ``/proc``."""
+    kids: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                kids.setdefault(int(_stat(int(entry.name))[1]), []).append(int(entry.name))
+    out, todo = [], list(kids.get(pid, []))
+    while todo:
+        child = todo.pop()
+        out.append(child)
+        todo += kids.get(child, [])
+    return out
+
+
+async def keep_niced(period: float = 5.0) -> None:
+    """Hold every thread this harness started (Chromium, the server) at its own niceness.
+
+    ``nice -n 5 python -m benchmarks.app_load`` is meant to yield the shared machine to
+    others, but Chromium, running as root, sets its own processes' priorities (renderers back
+    to 0, the GPU process to -8). Only raises niceness, never lowers it.
+    """
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    while True:
+        for pid in _descendants(os.getpid()):
+            with contextlib.suppress(OSError):
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    tid = int(task.name)
+                    with contextlib.suppress(OSError):
+                        if os.getpriority(os.PRIO_PROCESS, tid) < mine:
+                            os.setpriority(os.PRIO_PROCESS, tid, mine)
+        await asyncio.sleep(period)
+
+
 # --------------------------------------------------------------------------------------------
 # One user
 # --------------------------------------------------------------------------------------------
@@ -608,6 +642,7 @@ async def _main_async(args) -> dict:
         kinds = _kinds(args, args.run)
         async with async_playwright() as p:
             browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            niced = asyncio.create_task(keep_niced())
             report["calibration"] = {}
             if args.calibrate:
                 report["calibration"], report["calibration_no_rerun"] = await calibrate(
@@ -625,6 +660,7 @@ async def _main_async(args) -> dict:
                 report["soak"] = await soak(
                     browser, url, server, kinds, args.soak_users, args.soak, args.cooldown
                 )
+            niced.cancel()
             await browser.close()
     report["loadavg_end"] = os.getloadavg()
     return report
