@@ -511,13 +511,18 @@ async def soak(browser, url, server, kinds, users: int, total: int, cooldown: fl
 async def calibrate(browser, url, server, kinds, n: int):
     """CPU-seconds per page load and per interaction, one user at a time (no overlap).
 
+    A page load is measured twice per round: in a new browser context (a first visit: the
+    browser fetches Streamlit's ~90 frontend files from the server) and as a new tab of one
+    long-lived context (a returning reviewer: those files come from the browser's cache).
+
     Returns:
         The figures per measure, and how many interactions asked for no rerun (fallbacks).
     """
     out: dict[str, list[float]] = {}
     fallbacks = 0
     for name, kind in (("gradcam", kinds[0]), ("volume", kinds[1])):
-        loads, slider, sample = [], [], []
+        loads, cached, slider, sample = [], [], [], []
+        returning = await browser.new_context(viewport={"width": 1400, "height": 1100})
         for i in range(n + 1):  # the first round fills the caches (models, traced functions)
             tally = Tally()
             context = await browser.new_context(viewport={"width": 1400, "height": 1100})
@@ -552,13 +557,28 @@ async def calibrate(browser, url, server, kinds, n: int):
             sample_cpu = server.cpu_s() - cpu0
             await _check_errors(page, tally, name)
             await context.close()
+            page = await returning.new_page()
+            cpu0 = server.cpu_s()
+            await _open(
+                page,
+                RunWatcher(page),
+                url + kind.path.format(index=kind.samples.next()),
+                kind.ready_text,
+            )
+            await page.wait_for_timeout(300)
+            cached_load = server.cpu_s() - cpu0
+            await _check_errors(page, tally, name)
+            await page.close()
             if i:
                 loads.append(load)
+                cached.append(cached_load)
                 slider.append(slider_cpu)
                 sample.append(sample_cpu)
             if tally.errors:
                 raise RuntimeError(f"calibration {name}: {tally.errors}")
+        await returning.close()
         out[f"{name}_page_load"] = loads
+        out[f"{name}_page_load_cached"] = cached
         out[f"{name}_slider"] = slider
         out[f"{name}_new_sample"] = sample
     return out, fallbacks
