@@ -5,9 +5,12 @@ user, the 3D viewer (``/volume?dataset=FLAG&size=28&index=N``) on a new sample, 
 sample, heatmap opacity and method in turn. Reported per K: p50/p95 wall time of page loads
 and of interactions (browser action until Streamlit reports the run finished), errors, server
 RSS before / after / ``--cooldown`` seconds after every tab closed, and server CPU-seconds per
-page. Then a soak of ``--soak`` interactions by ``--soak-users`` users with RSS sampled along
-the way, and a sequential calibration (one user, nothing else running) of CPU-seconds per
-Grad-CAM page load, per slider interaction and per 3D page load.
+page. An interaction's wall time runs from the browser action until the server's
+``script_finished`` for the run it asked for arrives on the page's websocket (``RunWatcher``);
+an action that asked for no run is counted ("no rerun"), not timed. Then a soak of ``--soak``
+interactions by ``--soak-users`` users with RSS sampled along the way, and a sequential
+calibration (one user, nothing else running) of CPU-seconds per Grad-CAM page load, per
+slider interaction and per 3D page load.
 
 Server figures are read from ``/proc``: RSS of the server process; CPU = user + system time of
 the server, of its finished children (the PyVista renderer runs in a child per scene) and of
@@ -37,6 +40,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.app_probes import (
+    FINISH_TIMEOUT_S,
+    REQUEST_TIMEOUT_S,
+    RunWatcher,
+    Server,
+    keep_niced,
+)
+
 
 def _app_helpers():
     """tests/app_helpers.py (server start-up shared with the browser tests), loaded by path:
@@ -54,98 +65,6 @@ _helpers = _app_helpers()
 CHROMIUM, CHROMIUM_ARGS, REPO = _helpers.CHROMIUM, _helpers.CHROMIUM_ARGS, _helpers.REPO
 streamlit_server = _helpers.streamlit_server
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-# Records every change of Streamlit's script state with the page's clock, so a rerun that
-# starts and ends between two polls is still seen (the harness waits for "running" after the
-# action, then "notRunning").
-OBSERVER_JS = """
-window.__states = [];
-new MutationObserver((muts) => {
-  for (const m of muts) {
-    window.__states.push([m.target.getAttribute('data-test-script-state'), performance.now()]);
-  }
-}).observe(document, {attributes: true, subtree: true,
-                      attributeFilter: ['data-test-script-state']});
-"""
-RERUN_DONE_JS = """
-(t0) => {
-  const s = window.__states;
-  let ran = false;
-  for (const [state, t] of s) {
-    if (t < t0) continue;
-    if (state === 'running') ran = true;
-    else if (ran && state === 'notRunning') return true;
-  }
-  const app = document.querySelector('[data-testid=stApp]');
-  // No rerun seen within 60 s (the action changed nothing): count it as done, flagged. Under
-  // heavy load a rerun can start seconds after the action, so this must not be short.
-  return performance.now() - t0 > 60000 && app &&
-         app.getAttribute('data-test-script-state') === 'notRunning' ? 'none' : false;
-}
-"""
-
-
-# --------------------------------------------------------------------------------------------
-# The server process, from /proc
-# --------------------------------------------------------------------------------------------
-
-
-def _stat(pid: int) -> list[str]:
-    text = Path(f"/proc/{pid}/stat").read_text()
-    return text[text.rindex(")") + 2 :].split()  # fields from 3 (state) on
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int(_stat(int(entry.name))[1]) == pid:
-                    out.append(int(entry.name))
-            except (OSError, ValueError, IndexError):
-                continue
-    return out
-
-
-@dataclass
-class Server:
-    """The ``streamlit run`` process serving ``url``."""
-
-    pid: int
-
-    @classmethod
-    def on_port(cls, port: int) -> Server:
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"streamlit" in b" ".join(argv) and str(port).encode() in argv:
-                return cls(int(entry.name))
-        raise RuntimeError(f"no streamlit process serves port {port}")
-
-    def rss_mb(self) -> float:
-        return int(Path(f"/proc/{self.pid}/statm").read_text().split()[1]) * PAGE / 1e6
-
-    def cpu_s(self) -> float:
-        """User + system seconds of the server, its reaped children and live descendants."""
-        fields = _stat(self.pid)
-        ticks = sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
-        todo = _children(self.pid)
-        while todo:
-            child = todo.pop()
-            try:
-                ticks += sum(int(v) for v in _stat(child)[11:13])
-                todo += _children(child)
-            except (OSError, ValueError, IndexError):
-                continue
-        return ticks / CLK_TCK
-
-
 # --------------------------------------------------------------------------------------------
 # One user
 # --------------------------------------------------------------------------------------------
@@ -158,6 +77,7 @@ class Tally:
     errors: list[str] = field(default_factory=list)
     no_rerun: int = 0
     interactions: int = 0
+    by_action: dict[str, list[float]] = field(default_factory=dict)  # "sample", "opacity"...
 
 
 class Samples:
@@ -183,12 +103,27 @@ class Kind:
     samples: Samples
 
 
-async def _rerun(page, action) -> tuple[float, bool]:
-    t0 = await page.evaluate("performance.now()")
+async def _rerun(watcher: RunWatcher, action) -> tuple[float, bool]:
+    """Wall seconds from ``action`` until the run it asked for finished, and whether it asked
+    for one at all (False: nothing changed; the time is then ``REQUEST_TIMEOUT_S``)."""
+    since = watcher.mark()
     start = time.perf_counter()
     await action()
-    handle = await page.wait_for_function(RERUN_DONE_JS, arg=t0, timeout=180_000, polling=50)
-    return time.perf_counter() - start, (await handle.json_value()) is True
+    ran = await watcher.settled(since)
+    return time.perf_counter() - start, ran
+
+
+async def _open(page, watcher: RunWatcher, url: str, ready_text: str) -> None:
+    """Load ``url`` and wait for its first run to finish and ``ready_text`` to be drawn.
+
+    Raises:
+        TimeoutError: the page asked for no run, or it did not finish in time.
+    """
+    since = watcher.mark()
+    await page.goto(url, wait_until="domcontentloaded")
+    if not await watcher.settled(since):
+        raise TimeoutError(f"the page asked for no script run within {REQUEST_TIMEOUT_S:.0f} s")
+    await page.get_by_text(ready_text).first.wait_for(timeout=FINISH_TIMEOUT_S * 1000)
 
 
 async def _check_errors(page, tally: Tally, what: str) -> None:
@@ -206,15 +141,11 @@ async def user(browser, url: str, kind: Kind, interactions: int, tally: Tally, d
         page = await context.new_page()
         # Under load a rerun can take longer than Playwright's 30 s default.
         page.set_default_timeout(120_000)
-        await page.add_init_script(OBSERVER_JS)
+        watcher = RunWatcher(page)
         index = kind.samples.next()
         start = time.perf_counter()
         try:
-            await page.goto(url + kind.path.format(index=index), wait_until="domcontentloaded")
-            await page.get_by_text(kind.ready_text).first.wait_for(timeout=180_000)
-            await page.wait_for_selector(
-                "[data-testid=stApp][data-test-script-state=notRunning]", timeout=180_000
-            )
+            await _open(page, watcher, url + kind.path.format(index=index), kind.ready_text)
             tally.loads.append(time.perf_counter() - start)
         except Exception as exc:  # noqa: BLE001 - a load test counts failures, it does not stop
             tally.errors.append(f"load {kind.path}: {type(exc).__name__}: {str(exc)[:120]}")
@@ -250,8 +181,11 @@ async def user(browser, url: str, kind: Kind, interactions: int, tally: Tally, d
                         await box.click()
                         await page.get_by_role("option", name=name).first.click()
 
-                seconds, rerun = await _rerun(page, act)
-                tally.actions.append(seconds)
+                seconds, rerun = await _rerun(watcher, act)
+                if rerun:  # else the time is the wait for a request that never came
+                    tally.actions.append(seconds)
+                    what = ("sample", "opacity", "method")[step]
+                    tally.by_action.setdefault(what, []).append(seconds)
                 tally.no_rerun += not rerun
                 tally.interactions += 1
                 if done is not None:
@@ -332,6 +266,7 @@ async def concurrent(browser, url, server, kinds, k: int, interactions: int, coo
         "action_p95_s": _pct(tally.actions, 95),
         "interactions": tally.interactions,
         "no_rerun": tally.no_rerun,
+        "action_p50_p95_s": {k: (_pct(v, 50), _pct(v, 95)) for k, v in tally.by_action.items()},
         "errors": tally.errors,
         "rss_before_mb": rss0,
         "rss_after_mb": rss1,
@@ -378,6 +313,8 @@ async def soak(browser, url, server, kinds, users: int, total: int, cooldown: fl
     return {
         "users": users,
         "interactions": count[0],
+        "no_rerun": tally.no_rerun,
+        "action_p50_p95_s": {k: (_pct(v, 50), _pct(v, 95)) for k, v in tally.by_action.items()},
         "errors": tally.errors,
         "rss_baseline_mb": baseline,
         "rss_end_mb": end,
@@ -395,22 +332,28 @@ async def soak(browser, url, server, kinds, users: int, total: int, cooldown: fl
 
 
 async def calibrate(browser, url, server, kinds, n: int):
-    """CPU-seconds per page load and per interaction, one user at a time (no overlap)."""
+    """CPU-seconds per page load and per interaction, one user at a time (no overlap).
+
+    A page load is measured twice per round: in a new browser context (a first visit: the
+    browser fetches Streamlit's ~90 frontend files from the server) and as a new tab of one
+    long-lived context (a returning reviewer: those files come from the browser's cache).
+
+    Returns:
+        The figures per measure, and how many interactions asked for no rerun (fallbacks).
+    """
     out: dict[str, list[float]] = {}
+    fallbacks = 0
     for name, kind in (("gradcam", kinds[0]), ("volume", kinds[1])):
-        loads, slider, sample = [], [], []
+        loads, cached, slider, sample = [], [], [], []
+        returning = await browser.new_context(viewport={"width": 1400, "height": 1100})
         for i in range(n + 1):  # the first round fills the caches (models, traced functions)
             tally = Tally()
             context = await browser.new_context(viewport={"width": 1400, "height": 1100})
             page = await context.new_page()
-            await page.add_init_script(OBSERVER_JS)
+            watcher = RunWatcher(page)
             cpu0 = server.cpu_s()
-            await page.goto(
-                url + kind.path.format(index=kind.samples.next()), wait_until="domcontentloaded"
-            )
-            await page.get_by_text(kind.ready_text).first.wait_for(timeout=180_000)
-            await page.wait_for_selector(
-                "[data-testid=stApp][data-test-script-state=notRunning]", timeout=180_000
+            await _open(
+                page, watcher, url + kind.path.format(index=kind.samples.next()), kind.ready_text
             )
             await page.wait_for_timeout(300)  # the session's last messages
             load = server.cpu_s() - cpu0
@@ -421,7 +364,8 @@ async def calibrate(browser, url, server, kinds, n: int):
                 await thumb.press("ArrowRight")
 
             cpu0 = server.cpu_s()
-            await _rerun(page, move)
+            _, ran = await _rerun(watcher, move)
+            fallbacks += not ran
             slider_cpu = server.cpu_s() - cpu0
             box = page.locator(f".st-key-{kind.index_key} input")
             new = str(kind.samples.next())
@@ -431,20 +375,36 @@ async def calibrate(browser, url, server, kinds, n: int):
                 await box.press("Enter")
 
             cpu0 = server.cpu_s()
-            await _rerun(page, change)
+            _, ran = await _rerun(watcher, change)
+            fallbacks += not ran
             sample_cpu = server.cpu_s() - cpu0
             await _check_errors(page, tally, name)
             await context.close()
+            page = await returning.new_page()
+            cpu0 = server.cpu_s()
+            await _open(
+                page,
+                RunWatcher(page),
+                url + kind.path.format(index=kind.samples.next()),
+                kind.ready_text,
+            )
+            await page.wait_for_timeout(300)
+            cached_load = server.cpu_s() - cpu0
+            await _check_errors(page, tally, name)
+            await page.close()
             if i:
                 loads.append(load)
+                cached.append(cached_load)
                 slider.append(slider_cpu)
                 sample.append(sample_cpu)
             if tally.errors:
                 raise RuntimeError(f"calibration {name}: {tally.errors}")
+        await returning.close()
         out[f"{name}_page_load"] = loads
+        out[f"{name}_page_load_cached"] = cached
         out[f"{name}_slider"] = slider
         out[f"{name}_new_sample"] = sample
-    return out
+    return out, fallbacks
 
 
 # --------------------------------------------------------------------------------------------
@@ -458,14 +418,15 @@ def _print(report: dict) -> None:
     rows = report["concurrency"]
     if rows:
         print(
-            "\n  K | loads | load p50 / p95 s | action p50 / p95 s | errors | RSS before → after "
-            "→ closed MB | server CPU-s per op"
+            "\n  K | loads | load p50 / p95 s | action p50 / p95 s | no rerun | errors | RSS before"
+            " → after → closed MB | server CPU-s per op"
         )
         for r in rows:
             print(
                 f"{r['users']:3d} | {r['loads']:5d} | "
                 f"{r['load_p50_s']:6.2f} / {r['load_p95_s']:6.2f}"
-                f" | {r['action_p50_s']:6.2f} / {r['action_p95_s']:6.2f}   | {len(r['errors']):6d}"
+                f" | {r['action_p50_s']:6.2f} / {r['action_p95_s']:6.2f}   | {r['no_rerun']:8d}"
+                f" | {len(r['errors']):6d}"
                 f" | {r['rss_before_mb']:5.0f} → {r['rss_after_mb']:5.0f} → "
                 f"{r['rss_closed_mb']:5.0f}        | {r['cpu_per_op_s']:.2f}"
             )
@@ -477,12 +438,14 @@ def _print(report: dict) -> None:
         for name, values in cal.items():
             med, top = statistics.median(values), max(values)
             print(f"  {name:22s} {med:6.3f} / {top:6.3f}  n={len(values)}")
+        print(f"  interactions that asked for no rerun: {report['calibration_no_rerun']}")
     s = report.get("soak")
     if s:
         print(
             f"\nsoak: {s['interactions']} interactions by {s['users']} users in "
             f"{s['wall_s']:.0f} s,"
-            f" {len(s['errors'])} errors; action p50/p95 {s['action_p50_s']:.2f}/"
+            f" {len(s['errors'])} errors, {s['no_rerun']} asked for no rerun;"
+            f" action p50/p95 {s['action_p50_s']:.2f}/"
             f"{s['action_p95_s']:.2f} s; server CPU {s['server_cpu_s']:.0f} s"
         )
         print(
@@ -490,6 +453,10 @@ def _print(report: dict) -> None:
             f"(+{s['growth_mb']:.0f} MB, {s['kb_per_interaction']:.0f} kB/interaction; second "
             f"half +{s['growth_second_half_mb']:.0f} MB) → {s['rss_closed_mb']:.0f} MB after "
             f"closing; max {s['rss_max_mb']:.0f} MB"
+        )
+        print(
+            "  per action p50/p95 s: "
+            + ", ".join(f"{k} {a:.2f}/{b:.2f}" for k, (a, b) in s["action_p50_p95_s"].items())
         )
         points = s["samples"]
         step = max(1, len(points) // 10)
@@ -518,9 +485,12 @@ async def _main_async(args) -> dict:
         kinds = _kinds(args, args.run)
         async with async_playwright() as p:
             browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            niced = asyncio.create_task(keep_niced())
             report["calibration"] = {}
             if args.calibrate:
-                report["calibration"] = await calibrate(browser, url, server, kinds, args.calibrate)
+                report["calibration"], report["calibration_no_rerun"] = await calibrate(
+                    browser, url, server, kinds, args.calibrate
+                )
             report["concurrency"] = []
             for k in args.users:
                 row = await concurrent(browser, url, server, kinds, k, 3, args.cooldown)
@@ -533,6 +503,7 @@ async def _main_async(args) -> dict:
                 report["soak"] = await soak(
                     browser, url, server, kinds, args.soak_users, args.soak, args.cooldown
                 )
+            niced.cancel()
             await browser.close()
     report["loadavg_end"] = os.getloadavg()
     return report
