@@ -60,6 +60,12 @@ def jobs_db() -> Path:
     return Path(value).expanduser() if value else REPO_ROOT / "var" / "jobs.sqlite"
 
 
+def reviews_db() -> Path:
+    """SQLite file of the case reviews (``REVIEWS_DB``, default ``<repo>/var/reviews.sqlite``)."""
+    value = os.environ.get("REVIEWS_DB")
+    return Path(value).expanduser() if value else REPO_ROOT / "var" / "reviews.sqlite"
+
+
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
