@@ -123,16 +123,17 @@ def filters_ui(labels: Sequence[str], container: Any = st) -> tuple[str, int | N
         format_func=FILTER_LABELS.get,
         help="Disagreed: cases where at least one reviewer's current verdict is Disagree.",
     )
-    options: list[int | None] = [None, *range(len(labels))]
-    state.follow("review_class", options, None, parent=tuple(labels))
+    # -1 = every class (None would show as an empty choice in the browser)
+    options = [-1, *range(len(labels))]
+    state.follow("review_class", options, -1, parent=tuple(labels))
     cls = container.selectbox(
         "Predicted class",
         options,
         key="review_class",
-        format_func=lambda i: "Every class" if i is None else f"{i}: {labels[i]}",
+        format_func=lambda i: "Every class" if i < 0 else f"{i}: {labels[i]}",
         help="Only the cases the model assigned to this class.",
     )
-    return show, cls
+    return show, (None if cls < 0 else int(cls))
 
 
 def current_case(worklist: Worklist, context: tuple) -> WorkItem | None:

@@ -141,6 +141,7 @@ else:
             labels[item.predicted],
             f"probability {item.probability:.1%}",
             delta_color="off",
+            delta_arrow="off",
             help="The class the model scores highest, and the probability it gives it "
             "(how sure the model is; it is not a guarantee of correctness).",
         )

@@ -137,13 +137,17 @@ def case_report_pdf(
     )  # fmt: skip
     norm = colors.Normalize(0.0, 1.0)
     for row, (caption, image, heat) in enumerate(panels):
-        for col, (picture, name) in enumerate(
-            ((image, "image"), (overlay(image, heat, alpha=alpha, cmap=cmap), explanation))
-        ):
+        titles = (caption, f"{caption}, {explanation} overlay")
+        pictures = (image, overlay(image, heat, alpha=alpha, cmap=cmap))
+        for col, (picture, name) in enumerate(zip(pictures, titles, strict=True)):
             ax = fig.add_subplot(grid[row, col])
             shown = np.asarray(picture)
-            ax.imshow(shown, cmap="gray" if shown.ndim == 2 else None, interpolation="nearest")
-            ax.set_title(f"{caption}: {name}", fontsize=9)
+            if shown.ndim == 3 and shown.shape[-1] == 1:
+                shown = shown[..., 0]
+            grey = {"cmap": "gray", "vmin": 0, "vmax": 255 if shown.dtype == np.uint8 else 1}
+            # fixed grey range: imshow would otherwise stretch each slice's own min..max
+            ax.imshow(shown, interpolation="nearest", **(grey if shown.ndim == 2 else {}))
+            ax.set_title(name, fontsize=9, parse_math=False)
             ax.set_xticks([])
             ax.set_yticks([])
         bar = fig.colorbar(
