@@ -6,6 +6,7 @@ agreement are in :mod:`core.reviews`. Nothing here imports TensorFlow.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from app import state
 from core import auth
 from core.reviews import FILTERS, MAX_NOTE_CHARS, Agreement, WorkItem, Worklist, validate_reviewer
 
+log = logging.getLogger("medmnist_review.app")
 REVIEWER_KEY = "review_reviewer"  # plain key: survives page switches for the browser session
 CASE_KEY = "review_case"  # the sample index on screen (plain key, set by next/previous)
 CONTEXT_KEY = "review_context"  # (run, split): a new one starts at the top of the list
@@ -35,6 +37,13 @@ def _secrets() -> dict[str, Any]:
         return {key: st.secrets[key] for key in st.secrets}
     except Exception:  # noqa: BLE001 - FileNotFoundError, TOML errors: treat as unconfigured
         return {}
+
+
+def store_error_ui(exc: Exception, doing: str) -> None:
+    """Show a review-database error: its own numbered steps, one per line; the log gets it too."""
+    log.error("review database error while %s", doing, exc_info=exc)
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    st.error("  \n".join(lines), icon=":material/database:")
 
 
 def _login_configured() -> bool:

@@ -50,7 +50,7 @@ store = ReviewStore()
 try:
     store.check()
 except ReviewStoreError as exc:
-    w.show_error(exc, "opening the review database")
+    review_ui.store_error_ui(exc, "opening the review database")
     st.stop()
 
 reviewer = review_ui.reviewer_ui()
@@ -82,7 +82,7 @@ show, predicted_class = review_ui.filters_ui(labels, side)
 try:
     current = store.latest(run=run["name"], split=split)
 except ReviewStoreError as exc:
-    w.show_error(exc, "reading the reviews")
+    review_ui.store_error_ui(exc, "reading the reviews")
     st.stop()
 
 # the ground truth orders the list (wrong predictions first) only for those allowed to see it
@@ -196,7 +196,9 @@ else:
                     note=entered.note,
                 )
             )
-        except (ValueError, ReviewStoreError) as exc:
+        except ReviewStoreError as exc:
+            review_ui.store_error_ui(exc, "saving the verdict")
+        except ValueError as exc:
             w.show_error(exc, "saving the verdict")
         else:
             st.session_state[review_ui.SAVED_KEY] = (

@@ -194,3 +194,25 @@ def test_a_damaged_database_gives_steps_not_a_traceback(env, tmp_path, monkeypat
     assert not at.exception
     assert any("not a SQLite database" in e.value for e in at.error)
     assert bad.read_bytes() == b"this is not sqlite" * 100
+
+
+def test_a_locked_database_on_save_shows_steps_and_loses_nothing(db, monkeypatch):
+    import sqlite3
+
+    from core.reviews import store as store_mod
+
+    at = open_review()
+    case = shown_case(at)
+    monkeypatch.setattr(store_mod, "BUSY_TIMEOUT_S", 0.2)
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another program holds the file
+    try:
+        click(at, "review_agree")
+        assert any("stayed locked" in e.value and "1. Try again" in e.value for e in at.error)
+        assert shown_case(at) == case and progress_text(at).startswith("0 of 12")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    click(at, "review_agree")  # once released, the same button works
+    assert progress_text(at).startswith("1 of 12")
+    assert len(ReviewStore(db).rows()) == 1
