@@ -39,6 +39,11 @@ source = side.radio(
 if source == "Upload a volume":
     uploaded = volume_upload_ui(flag, size)
     if uploaded is None:
+        # The slice viewer is not drawn in this run, but Streamlit keeps its slider values
+        # while the browser drops the sliders: forgotten here, they are sent again (app.state)
+        # when a volume comes back, instead of the browser showing slice 1 of a page using 15.
+        for axis in range(3):
+            st.session_state.pop(f"volume_slice_{axis}", None)
         st.stop()
     volume, digest = uploaded
     split, index = "upload", digest[:12]  # what the class picker's context keys on

@@ -70,6 +70,9 @@ def test_a_nii_gz_upload_renders_with_prediction(server, page):
     assert "Model says" in text  # the prediction on the upload
     captions = page.locator("[data-testid=stImageCaption]").all_inner_texts()
     assert "Axial (z) 15/28" in captions
+    # the slider shows the slice the caption names (the upload came after a run without it)
+    for axis in range(3):
+        assert page.locator(f".st-key-volume_slice_{axis}").inner_text().split()[-3] == "15"
     frame = page.locator("[data-testid=stIFrame]").first
     frame.wait_for(timeout=60_000)
     page.wait_for_timeout(4000)
