@@ -38,9 +38,10 @@ def volume_upload_ui(flag: str, side: int) -> tuple[np.ndarray, str] | None:
         file is uploaded (the reason is on screen).
     """
     upload = st.file_uploader(
-        f"NIfTI (.nii, .nii.gz) or NumPy (.npy, .npz with one array), at most "
+        f"NIfTI (.nii, .nii.gz), NumPy (.npy, .npz with one array) or a DICOM series (.zip "
+        f"of its slice files), at most "
         f"{MAX_BYTES // (1024 * 1024)} MB; resampled to {side}³ voxels",
-        type=["nii", "gz", "npy", "npz"],
+        type=["nii", "gz", "npy", "npz", "zip"],
         key="volume_upload",
         help="Checked by content (3D only, finite values, a plausible voxel spacing) and kept "
         "in memory only, never written to disk.",

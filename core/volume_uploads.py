@@ -1,4 +1,5 @@
-"""A user's own 3D volume: NIfTI (``.nii``, ``.nii.gz``), NumPy ``.npy`` and ``.npz``, in memory.
+"""A user's own 3D volume: NIfTI (``.nii``, ``.nii.gz``), NumPy ``.npy``/``.npz`` and a DICOM
+series as a ``.zip`` of slices (``core.dicom_zip``), in memory.
 
 Like the 2D uploads (``core.uploads``), a file is judged by its content, never its name, and
 nothing is written to disk. Sizes are checked before anything large is allocated: the byte
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from core import info
+from core.dicom_zip import DicomSeriesError, looks_like_dicom, read_dicom_zip
 
 MAX_BYTES = 5 * 1024 * 1024
 """Largest upload (matches ``server.maxUploadSize = 5`` in .streamlit/config.toml)."""
@@ -47,8 +49,8 @@ _GZIP = b"\x1f\x8b"
 _NPY = b"\x93NUMPY"
 _ZIP = b"PK\x03\x04"
 _STEPS = (
-    "1. Export the volume again as NIfTI (`.nii` or `.nii.gz`) or as a NumPy `.npy` file "
-    "holding one 3D array.\n2. Upload the exported file."
+    "1. Export the volume again as NIfTI (`.nii` or `.nii.gz`), as a NumPy `.npy` file "
+    "holding one 3D array, or as a zip of the series' DICOM files.\n2. Upload that file."
 )
 
 
@@ -64,7 +66,7 @@ class PreparedVolume:
         array: float32 ``(S, S, S, 1)`` in [0, 1], ``S`` the model's grid side.
         original: float32 ``(D, H, W)`` as uploaded (NIfTI: reoriented to RAS, then z, y, x).
         spacing: voxel size in mm along ``(D, H, W)`` of ``original``.
-        format: "NIfTI-1", "NIfTI-2", "NumPy .npy" or "NumPy .npz" (from the content).
+        format: "NIfTI-1", "NIfTI-2", "NumPy .npy", "NumPy .npz" or "DICOM series (zip)".
         is_mask: only two distinct values (a binary shape mask, like AdrenalMNIST3D).
         notes: what was done to the volume, in order, for the page to list.
     """
@@ -207,6 +209,19 @@ def _read_npz(data: bytes) -> np.ndarray:
         return _read_npy_stream(stream, "`.npz` array")
 
 
+def _is_dicom_zip(data: bytes) -> bool:
+    """A zip whose first file is a DICOM file (an ``.npz`` holds ``.npy`` members)."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        first = next((m for m in archive.infolist() if not m.is_dir()), None)
+        if first is None or first.filename.endswith(".npy"):
+            return False
+        with archive.open(first) as stream:
+            return looks_like_dicom(stream.read(132))
+    except (zipfile.BadZipFile, OSError, zlib.error):
+        return False
+
+
 def _sniff(data: bytes) -> str:
     if data.startswith(_NPY):
         return "npy"
@@ -219,9 +234,14 @@ def _sniff(data: bytes) -> str:
             size = struct.unpack(order + "i", data[:4])[0]
             if size in (348, 540):
                 return "nifti"
+    if looks_like_dicom(data[:132]):
+        raise VolumeUploadError(
+            "This is a single DICOM file, one slice of a series.\n"
+            "1. Put all the series' DICOM files into one zip archive.\n2. Upload the zip."
+        )
     raise VolumeUploadError(
-        "The file is not a NIfTI (`.nii`, `.nii.gz`) or NumPy (`.npy`, `.npz`) volume "
-        f"(judged by its content, not its name).\n{_STEPS}"
+        "The file is not a NIfTI (`.nii`, `.nii.gz`), NumPy (`.npy`, `.npz`) or zipped DICOM "
+        f"volume (judged by its content, not its name).\n{_STEPS}"
     )
 
 
@@ -252,8 +272,15 @@ def read_volume(data: bytes) -> tuple[np.ndarray, tuple[float, float, float], st
         notes += more
     elif kind == "npy":
         array, zooms, fmt = _read_npy_stream(io.BytesIO(data), "`.npy`"), None, "NumPy .npy"
-    else:
+    elif not _is_dicom_zip(data):
         array, zooms, fmt = _read_npz(data), None, "NumPy .npz"
+    else:
+        try:
+            array, spacing, more = read_dicom_zip(data, MAX_RAW_BYTES, MAX_VOXELS)
+        except DicomSeriesError as exc:
+            raise VolumeUploadError(str(exc)) from exc
+        array = _as_3d(array, notes + more)
+        return array, _check_spacing(spacing), "DICOM series (zip)", notes + more
     array = _as_3d(np.asarray(array), notes)
     if zooms is None:
         spacing = (1.0, 1.0, 1.0)

@@ -169,3 +169,124 @@ def test_the_bomb_is_small_and_refused_without_inflating_it_all():
     assert len(bomb) < 1_000_000  # a small upload ...
     with pytest.raises(VolumeUploadError, match="decompression bombs"):
         vu._gunzip_capped(bomb, 1024 * 1024)  # ... stopped after the cap's worth of output
+
+
+# --- DICOM series as a zip ------------------------------------------------------------------
+
+
+def dicom_slice(plane: np.ndarray, z: float, series: str, number: int, syntax=None) -> bytes:
+    """One CT slice as a DICOM Part 10 file (int16 stored values, HU = value - 1024)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = syntax or ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.SeriesInstanceUID, ds.Modality, ds.InstanceNumber = series, "CT", number
+    ds.Rows, ds.Columns = plane.shape
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.ImagePositionPatient = [0.0, 0.0, z]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.PixelSpacing = [0.7, 0.7]
+    ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+    if syntax is None:
+        ds.PixelData = plane.astype(np.int16).tobytes()
+    else:  # a compressed syntax: an encapsulated (here: broken) JPEG frame
+        from pydicom.encaps import encapsulate
+
+        ds.PixelData = encapsulate([b"\xff\xd8\xff\xe0" + bytes(64)])
+        ds["PixelData"].VR = "OB"
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def dicom_zip(files: dict[str, bytes]) -> bytes:
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buf.getvalue()
+
+
+def series_files(volume: np.ndarray, series: str = "1.2.3", order=None) -> dict[str, bytes]:
+    order = range(len(volume)) if order is None else order
+    return {
+        f"series/IM{k:04d}.dcm": dicom_slice(volume[k].astype(np.int16) * 4, 2.5 * k, series, k + 1)
+        for k in order
+    }
+
+
+def test_a_zipped_dicom_series_is_sorted_rescaled_and_spaced(volume):
+    shuffled = np.random.default_rng(1).permutation(len(volume))  # file order is no guide
+    array, spacing, fmt, notes = vu.read_volume(dicom_zip(series_files(volume, order=shuffled)))
+    assert fmt == "DICOM series (zip)"
+    np.testing.assert_array_equal(array, volume.astype(np.float32) * 4 - 1024)  # HU
+    assert spacing == (2.5, 0.7, 0.7)
+    assert any("sorted along the slice normal" in n for n in notes)
+    prepared = prepare_volume(dicom_zip(series_files(volume)), 28)
+    assert prepared.is_mask and prepared.array.shape == (28, 28, 28, 1)
+
+
+DICOM_BAD = {
+    "two series": (
+        lambda v: dicom_zip(
+            {
+                **series_files(v[:8], "1.1"),
+                **{
+                    f"b/{k}.dcm": dicom_slice(v[k] * 4, 2.5 * k, "2.2", k + 1) for k in range(8, 12)
+                },
+            }
+        ),
+        "pick one series",
+    ),
+    "a text file among the slices": (
+        lambda v: dicom_zip({**series_files(v[:6]), "series/readme.txt": b"hello" * 40}),
+        "not a DICOM file",
+    ),
+    "one slice": (lambda v: dicom_zip(series_files(v[:1])), "single slice"),
+    "slices of two sizes": (
+        lambda v: dicom_zip(
+            {**series_files(v[:6]), "x.dcm": dicom_slice(v[0, :20], 99, "1.2.3", 99)}
+        ),
+        "differ in size",
+    ),
+    "duplicate positions": (
+        lambda v: dicom_zip(
+            {
+                "a.dcm": dicom_slice(v[0], 0.0, "1.2.3", 1),
+                "b.dcm": dicom_slice(v[1], 0.0, "1.2.3", 2),
+            }
+        ),
+        "same position",
+    ),
+    "compressed pixel data": (
+        lambda v: dicom_zip(
+            {
+                f"{k}.dcm": dicom_slice(
+                    v[k] * 4, 2.5 * k, "1.2.3", k + 1, syntax="1.2.840.10008.1.2.4.50"
+                )
+                for k in range(4)
+            }
+        ),
+        "cannot be decoded",
+    ),
+    "a lone DICOM file": (lambda v: dicom_slice(v[0], 0.0, "1.2.3", 1), "single DICOM file"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DICOM_BAD))
+def test_a_bad_dicom_upload_is_refused_with_a_clear_message(volume, case):
+    make, expected = DICOM_BAD[case]
+    with pytest.raises(VolumeUploadError) as caught:
+        prepare_volume(make(volume), 28)
+    message = str(caught.value)
+    assert expected in message, message
+    assert "1." in message and "2." in message, message
