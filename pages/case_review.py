@@ -37,7 +37,8 @@ def _verdict_text(verdict: Verdict, labels: list[str]) -> str:
     text = VERDICT_WORDS[verdict.verdict]
     if verdict.corrected_label is not None:
         text += f" (correct label: {labels[verdict.corrected_label]})"
-    return f"{text} · {verdict.reviewer} · {verdict.created_at} UTC"
+    when = (verdict.created_at or "").replace("T", " ")[:19]  # "2026-11-30 06:49:02"
+    return f"{text} · {verdict.reviewer} · {when} UTC"
 
 
 st.title("Case review")

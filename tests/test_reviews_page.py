@@ -7,6 +7,7 @@ restart.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -119,7 +120,10 @@ def test_agree_is_stored_progress_moves_and_the_next_case_opens(db):
     click(at, "review_prev")
     assert shown_case(at) == first
     assert any(t.value == "looks =SUM(A1) fine" for t in at.text)
-    assert any(t.value.startswith("Agree · Dr Test") for t in at.text)
+    assert any(
+        re.fullmatch(r"Agree · Dr Test · \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", t.value)
+        for t in at.text
+    )
     assert at.get("download_button")
 
 
