@@ -128,6 +128,11 @@ def test_threads_writing_at_once_lose_nothing(tmp_path):
     assert len(rows) == 6 * 40
     assert len({r.id for r in rows}) == len(rows)
     assert len(current_verdicts(rows)) == 6 * 40
+    # a second verdict on some cases: the SQL "latest" equals the one computed from all rows
+    _write_many(path, "thread 0", 10)
+    rows = ReviewStore(path).rows()
+    assert ReviewStore(path).latest(run="retina_cnn") == current_verdicts(rows)
+    assert len(current_verdicts(rows)) == 6 * 40
 
 
 def test_two_processes_writing_at_once_lose_nothing(tmp_path):

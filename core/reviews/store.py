@@ -366,7 +366,17 @@ class ReviewStore:
         Raises:
             ReviewStoreError: the file cannot be read.
         """
-        return current_verdicts(self.rows(run=run, split=split))
+        # in SQL, so a page rerun reads one row per reviewer and case, not the whole trail
+        where, args = "run = ?", [run]
+        if split is not None:
+            where, args = where + " AND split = ?", [run, split]
+        sql = (
+            "SELECT * FROM verdicts WHERE id IN (SELECT MAX(id) FROM verdicts WHERE "
+            f"{where} GROUP BY reviewer, split, sample_index, upload_sha256) ORDER BY id"
+        )
+        with self._connect("read") as conn:
+            found = conn.execute(sql, args).fetchall()
+        return current_verdicts([Verdict(**{name: r[name] for name in COLUMNS}) for r in found])
 
 
 def current_verdicts(rows: list[Verdict]) -> dict[tuple[str, str], Verdict]:
