@@ -171,6 +171,9 @@ else:
                 mime="application/pdf",
                 key="review_pdf",
                 icon=":material/picture_as_pdf:",
+                help="One page for the patient file or a colleague: the image, the explanation "
+                "with its colour scale, the prediction and its probability, your verdict, the "
+                "time and your note.",
                 on_click="ignore",
             )
         if researcher and item.others:
