@@ -86,7 +86,8 @@ def reviewer_ui() -> str | None:
         if user.get("is_logged_in", False):
             who = user.get("email") or user.get("name")
             if who:
-                st.sidebar.caption(f"Reviewing as **{who}** (signed in).")
+                st.sidebar.caption("Reviewing as (signed in):")
+                st.sidebar.text(str(who))  # plain text: a name is never Markdown
                 return validate_reviewer(str(who))
         st.info(
             "Sign in to review cases: every verdict is stored with your identity.",
@@ -97,7 +98,8 @@ def reviewer_ui() -> str | None:
         return None
     name = st.session_state.get(REVIEWER_KEY)
     if name:
-        st.sidebar.caption(f"Reviewing as **{name}** (name given in this browser session).")
+        st.sidebar.caption("Reviewing as (name given in this browser session):")
+        st.sidebar.text(name)  # plain text: a typed name is never rendered as Markdown
         return name
     with st.form("review_name_form"):
         typed = st.text_input(

@@ -7,6 +7,7 @@ here imports TensorFlow.
 from __future__ import annotations
 
 import hashlib
+import re
 
 import numpy as np
 import streamlit as st
@@ -24,6 +25,11 @@ from core.volume_uploads import (
 def _prepared(digest: str, side: int, _data: bytes):
     # keyed by the SHA-256 of the bytes: a slider move must not parse the file again
     return prepare_volume(_data, side)
+
+
+def _plain(text: str) -> str:
+    """A file name safe inside Markdown: its special characters escaped."""
+    return re.sub(r"([\\`*_{}\[\]()<>#+\-.!|~])", r"\\\1", text)
 
 
 def volume_upload_ui(flag: str, side: int) -> tuple[np.ndarray, str] | None:
@@ -60,14 +66,14 @@ def volume_upload_ui(flag: str, side: int) -> tuple[np.ndarray, str] | None:
     except VolumeUploadError as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         st.error(
-            f"**{upload.name}** was not accepted. " + "  \n".join(lines),
+            f"**{_plain(upload.name)}** was not accepted. " + "  \n".join(lines),
             icon=":material/image_not_supported:",
         )
         return None
     shape = " × ".join(str(s) for s in prepared.original.shape)
     spacing = " × ".join(f"{s:g}" for s in prepared.spacing)
     st.success(
-        f"Accepted **{upload.name}**: {prepared.format}, {shape} voxels of {spacing} mm.",
+        f"Accepted **{_plain(upload.name)}**: {prepared.format}, {shape} voxels of {spacing} mm.",
         icon=":material/check_circle:",
     )
     with st.expander("What was done to the volume, and the original beside the model's view"):

@@ -99,9 +99,18 @@ def test_the_page_asks_a_name_once_and_shows_the_worklist(db):
     assert not at.exception
     pick_run(at, RETINA)
     assert progress_text(at).startswith("0 of 12 reviewed")  # retinamnist test split: 12
-    assert any("Dr Test" in c.value for c in at.sidebar.caption)
+    assert any(t.value == "Dr Test" for t in at.sidebar.text)
     for label in ("Agree", "Disagree", "Unsure"):
         assert any(b.label == label for b in at.button), label
+
+
+def test_a_name_with_markup_is_shown_and_stored_as_typed(db):
+    name = "[Dr X](http://example.com) <b>y</b>"
+    at = open_review(name)
+    assert any(t.value == name for t in at.sidebar.text)
+    assert not any(name in c.value for c in at.sidebar.caption)  # never via Markdown
+    click(at, "review_unsure")
+    assert [r.reviewer for r in ReviewStore(db).rows()] == [name]
 
 
 def test_agree_is_stored_progress_moves_and_the_next_case_opens(db):
