@@ -1,7 +1,9 @@
 """Streamlit pieces of the Case review page: who reviews, the worklist controls, the verdict form.
 
 Each ``*_ui`` function draws its widgets and returns plain values; storage, ordering and
-agreement are in :mod:`core.reviews`. Nothing here imports TensorFlow.
+agreement are in :mod:`core.reviews`. Nothing here imports TensorFlow at import time: the
+predictor cache (:func:`predictor`, :func:`split_trust`) imports ``core.registry``'s loader
+inside the function.
 """
 
 from __future__ import annotations
@@ -29,6 +31,89 @@ FILTER_LABELS = {
     "disagreed": "Disagreed (by any reviewer)",
 }
 VERDICT_BUTTONS = {"agree": "Agree", "disagree": "Disagree", "unsure": "Unsure"}
+HELP_PROBABILITY = {
+    True: "The class the model scores highest, and its calibrated probability: the raw scores "
+    "are rescaled (temperature scaling, fitted on the validation images) so that, over many "
+    "cases, a class shown at 70 % is right about 70 % of the time. It says how sure the model "
+    "is; it is not a guarantee that this case is right.",
+    False: "The class the model scores highest, and the probability it gives it. This model has "
+    "no trust values yet, so this is the raw model output, not calibrated: it is often more "
+    "confident than the model's real accuracy. It is not a guarantee that this case is right.",
+}
+HELP_REFER = (
+    "**Referred to a specialist**: the model is not sure enough to be relied on for this case "
+    "(its uncertainty is above the threshold chosen on the validation images), or the image "
+    "does not look like the images it was trained on. Referred cases come first in the list."
+)
+
+
+# 2 predictors: the one being reviewed and one more. It holds its own copy of the weights beside
+# app.cache.load_model's (Grad-CAM), so the bound is kept small; no ttl: reloading costs seconds.
+@st.cache_resource(max_entries=2, show_spinner="Loading the model and its trust values…")
+def predictor(run_path: str) -> Any:
+    """``core.registry.load_predictor`` of a run, shared by every session (inference only)."""
+    from core import registry
+
+    return registry.load_predictor(run_path)
+
+
+# 16 = a few runs x 3 splits; N x (classes + 2) floats each (a few kB at MedMNIST sizes)
+@st.cache_data(max_entries=16, ttl=3600, show_spinner="Scoring the cases…")
+def split_trust(run_path: str, flag: str, split: str, size: int) -> dict[str, Any]:
+    """The predictor's view of a whole split: what the worklist orders and shows.
+
+    Args:
+        run_path: the run folder.
+        flag, split, size: the split the run's cases come from (``core.data.load_split``).
+
+    Returns:
+        ``{"proba" (N, K), "uncertainty" (N,), "refer" (N,) bool or None, "calibrated"}``:
+        calibrated probabilities, uncertainty and refer flags when the run has
+        ``calibration.json``; otherwise the raw probabilities (temperature 1), their
+        uncertainty, ``refer`` None and ``calibrated`` False.
+
+    Raises:
+        core.registry.RegistryError / RunFileError: the run or its files cannot be read.
+    """
+    from core import data
+
+    pred = predictor(run_path)
+    x, _ = data.load_split(flag, split, size)
+    if pred.trust:
+        out = pred.assess(x)
+        return {
+            "proba": out["proba"],
+            "uncertainty": out["uncertainty"],
+            "refer": out["refer"].astype(bool),
+            "calibrated": True,
+        }
+    # without calibration.json: T = 1 (raw softmax); no refer threshold or OOD guard exists
+    proba = pred.predict_proba(x)
+    return {
+        "proba": proba,
+        "uncertainty": 1.0 - proba.max(axis=1),
+        "refer": None,
+        "calibrated": False,
+    }
+
+
+def trust_note_ui(calibrated: bool, run_name: str) -> None:
+    """Say how the worklist is ordered and whether its probabilities are calibrated."""
+    if calibrated:
+        st.caption(
+            "Cases the model refers to a specialist come first, then the most uncertain ones. "
+            "Probabilities are calibrated (temperature scaling fitted on the validation images)."
+        )
+        return
+    st.info(
+        "This model has no trust values yet (no calibration.json): the probabilities shown are "
+        "the raw model output, **not calibrated**, and no case is flagged for referral. The "
+        "list starts with the cases the model is least sure about.\n\n"
+        f"1. A researcher can fit them with `python -m core.trust {run_name}` (about a minute "
+        "for a small model).\n"
+        "2. Reload this page afterwards.",
+        icon=":material/tune:",
+    )
 
 
 def _secrets() -> dict[str, Any]:

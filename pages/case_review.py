@@ -76,9 +76,11 @@ labels = info.label_names(flag)
 three_d = info.is_3d(flag)
 with w.guard("predicting the cases of this split") as g:
     xs, ys = cache.model_split(flag, split, size)
-    probs = cache.predictions(run["path"], split)
+    # calibrated probabilities, uncertainty and refer flags (raw ones without calibration.json)
+    scored = review_ui.split_trust(run["path"], flag, split, size)
 if g.failed:
     st.stop()
+review_ui.trust_note_ui(scored["calibrated"], run["name"])
 show, predicted_class = review_ui.filters_ui(labels, side)
 try:
     current = store.latest(run=run["name"], split=split)
@@ -89,7 +91,15 @@ except ReviewStoreError as exc:
 # the ground truth orders the list (wrong predictions first) only for those allowed to see it
 truth = ys[:, 0] if researcher else None
 worklist = build_worklist(
-    probs, split, reviewer, current, truth=truth, show=show, predicted_class=predicted_class
+    scored["proba"],
+    split,
+    reviewer,
+    current,
+    truth=truth,
+    show=show,
+    predicted_class=predicted_class,
+    uncertainty=scored["uncertainty"],
+    refer=scored["refer"],
 )
 st.progress(
     worklist.reviewed / max(1, worklist.total),
@@ -140,12 +150,13 @@ else:
         st.metric(
             "Model prediction",
             labels[item.predicted],
-            f"probability {item.probability:.1%}",
+            f"{'calibrated' if scored['calibrated'] else 'raw'} probability {item.probability:.1%}",
             delta_color="off",
             delta_arrow="off",
-            help="The class the model scores highest, and the probability it gives it "
-            "(how sure the model is; it is not a guarantee of correctness).",
+            help=review_ui.HELP_PROBABILITY[scored["calibrated"]],
         )
+        if scored["refer"] is not None and scored["refer"][idx]:
+            st.warning(review_ui.HELP_REFER, icon=":material/flag:")
         if researcher and item.truth is not None:
             right_or_wrong = "correct" if item.truth == item.predicted else "wrong"
             st.markdown(

@@ -5,8 +5,8 @@ reviewer sees, in which order, and how far they are. No storage, no TensorFlow, 
 
 Order (:func:`order_cases`): cases the model refers to a person first, then the most uncertain,
 then by predicted class, and within a class the *incorrect* predictions first when the true
-labels are given. ``refer``/``uncertainty`` come from ``core.registry.load_predictor`` once that
-exists; until then callers pass None and the order is by predicted class. Callers should pass
+labels are given. ``refer``/``uncertainty`` come from ``core.registry.load_predictor`` (the
+Case review page); without them the order is by predicted class. Callers should pass
 ``truth`` only to viewers allowed to see the ground truth (the order would otherwise reveal which
 predictions are wrong).
 """
