@@ -18,7 +18,18 @@ import streamlit as st
 
 from app import state
 from core import auth
-from core.reviews import FILTERS, MAX_NOTE_CHARS, Agreement, WorkItem, Worklist, validate_reviewer
+from core.reviews import (
+    FILTERS,
+    MAX_NOTE_CHARS,
+    Agreement,
+    NothingToRetrainError,
+    ReviewStore,
+    ReviewStoreError,
+    WorkItem,
+    Worklist,
+    queue_retraining,
+    validate_reviewer,
+)
 
 log = logging.getLogger("medmnist_review.app")
 REVIEWER_KEY = "review_reviewer"  # plain key: survives page switches for the browser session
@@ -408,3 +419,58 @@ def agreement_ui(model_rows: Sequence[Agreement], pairs: Sequence[Agreement]) ->
         on_click=_show_disagreed,
         help="Sets the worklist filter to the cases some reviewer disagreed with.",
     )
+
+
+def retrain_ui(run: dict[str, Any], store: ReviewStore, reviewer: str) -> int | None:
+    """Researchers: queue a retraining run of ``run``'s recipe with the corrected labels.
+
+    Uses every reviewer's current Disagree verdicts on the run's *train* and *val* cases
+    (``core.reviews.queue_retraining``); test-split corrections are refused with a message.
+
+    Returns:
+        The queued job's id, or None (button not pressed, or nothing queued: a message says why).
+    """
+    pressed = st.button(
+        "Queue a retraining run with the corrected labels",
+        key="review_retrain",
+        icon=":material/model_training:",
+        help="Trains this model's recipe again, with the correct labels reviewers gave "
+        "(Disagree verdicts) replacing the dataset's labels on the train and val splits. "
+        "Corrections on the test split are never trained on: the test split measures the "
+        "model. The new run records which review records it used.",
+    )
+    if not pressed:
+        return None
+    from core import jobs
+
+    try:
+        current = store.latest(run=run["name"])
+        job_id, plan = queue_retraining(run.get("config") or {}, current, submitted_by=reviewer)
+    except NothingToRetrainError as exc:
+        st.warning(str(exc).replace("\n", "\n\n"), icon=":material/block:")
+        return None
+    except ReviewStoreError as exc:
+        store_error_ui(exc, "reading the corrected labels")
+        return None
+    except jobs.InvalidParamsError as exc:
+        st.error(
+            "Nothing was queued: this model's recipe is not a valid training job any more "
+            f"({exc}).\n\n1. Queue a run by hand on the **Retrain** page.",
+            icon=":material/error:",
+        )
+        return None
+    except jobs.StoreError as exc:  # busy, damaged or unreadable job database
+        log.error("job database error while queueing a retraining run", exc_info=exc)
+        st.error(
+            f"Nothing was queued: the job database could not be written ({exc}).\n\n"
+            "1. Try again in a moment (another job may be writing to it).\n"
+            "2. If it keeps failing, open the **Retrain** page: it says what is wrong with "
+            "the job database.",
+            icon=":material/database:",
+        )
+        return None
+    st.success(
+        f"Queued training job #{job_id} with {plan.summary}. Follow it on the **Retrain** page.",
+        icon=":material/model_training:",
+    )
+    return job_id

@@ -239,3 +239,5 @@ st.download_button(
     "is_current = 1 marks each reviewer's latest verdict on a case.",
 )
 st.caption(f"{len(current)} current verdicts on this split (latest per reviewer and case).")
+if researcher:
+    review_ui.retrain_ui(run, store, reviewer)

@@ -229,3 +229,42 @@ def test_a_locked_database_on_save_shows_steps_and_loses_nothing(db, monkeypatch
     click(at, "review_agree")  # once released, the same button works
     assert progress_text(at).startswith("1 of 12")
     assert len(ReviewStore(db).rows()) == 1
+
+
+def disagree_on_shown_case(at: AppTest) -> int:
+    """Record Disagree with a label other than the prediction; return the sample index."""
+    label_box = next(s for s in at.selectbox if s.key.endswith("_corrected"))
+    label_box.set_value(int(label_box.options[0].split(":")[0]))  # options: "i: name"
+    index = int(shown_case(at).rsplit("#", 1)[1])
+    click(at, "review_disagree")
+    return index
+
+
+def test_retraining_button_queues_a_job_with_train_corrections_only(db, env):
+    from core.jobs import JobStore
+
+    jobs_db = JobStore(env["JOBS_DB"])
+    before = {j.id for j in jobs_db.list()}
+    clinician = open_review(researcher=False)
+    assert not any(b.key == "review_retrain" for b in clinician.button)
+
+    at = open_review(researcher=True)
+    disagree_on_shown_case(at)  # a test-split correction: refused
+    click(at, "review_retrain")
+    assert any("all on the test split" in m.value for m in at.warning)
+    assert not at.success
+    at.sidebar.radio(key="review_split").set_value("train").run()
+    index = disagree_on_shown_case(at)
+    click(at, "review_retrain")
+    (message,) = [m.value for m in at.success if "Queued training job" in m.value]
+    job_id = int(message.split("#", 1)[1].split()[0])
+    assert job_id not in before
+    rows = ReviewStore(db).rows()
+    train_row = next(r for r in rows if r.split == "train")
+    params = jobs_db.get(job_id).params
+    assert params["label_overrides"] == {
+        "train": {str(index): train_row.corrected_label},
+        "review_ids": [train_row.id],
+    }
+    assert params["dataset"] == "retinamnist" and params["model"] == "cnn2d"
+    assert "1 test-split corrections left out" in message

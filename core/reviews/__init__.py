@@ -2,7 +2,8 @@
 
 Modules, each importing only those before it: ``store`` (append-only SQLite table of verdicts,
 :class:`ReviewStore`), ``worklist`` (order, filters, progress), ``agreement`` (model vs reviewer
-and reviewer vs reviewer, Cohen's kappa), ``export`` (CSV with formula escaping, per-case PDF).
+and reviewer vs reviewer, Cohen's kappa), ``export`` (CSV with formula escaping, per-case PDF),
+``retrain`` (a training job with the corrected train/val labels).
 This package re-exports the names a page needs. No TensorFlow, no streamlit.
 """
 
@@ -14,6 +15,12 @@ from core.reviews.agreement import (
     reviewer_pairs,
 )
 from core.reviews.export import case_report_pdf, csv_bytes, escape_cell, report_panels
+from core.reviews.retrain import (
+    NothingToRetrainError,
+    RetrainPlan,
+    queue_retraining,
+    retraining_plan,
+)
 from core.reviews.store import (
     MAX_NOTE_CHARS,
     VERDICTS,
@@ -29,6 +36,8 @@ from core.reviews.worklist import FILTERS, WorkItem, Worklist, build_worklist, o
 __all__ = [
     "FILTERS",
     "MAX_NOTE_CHARS",
+    "NothingToRetrainError",
+    "RetrainPlan",
     "VERDICTS",
     "Agreement",
     "ReviewStore",
@@ -46,6 +55,8 @@ __all__ = [
     "kappa",
     "model_vs_reviewers",
     "order_cases",
+    "queue_retraining",
+    "retraining_plan",
     "report_panels",
     "reviewer_pairs",
     "validate_reviewer",
