@@ -18,10 +18,10 @@ $(BIN)/streamlit: requirements.txt requirements-medmnist.txt pyproject.toml
 	$(BIN)/pip install --no-deps -e .
 	touch $@
 
-setup-browser:  ## Debian's Chromium for the real-browser tests (needs root or sudo)
-	@command -v chromium >/dev/null 2>&1 || { \
+setup-browser:  ## Debian's Chromium (browser tests) and poppler-utils (pdftotext: PDF report test); root or sudo
+	@command -v chromium >/dev/null 2>&1 && command -v pdftotext >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium poppler-utils; }
 
 # `run` and `test` do whatever set-up is missing, so a fresh clone needs only these two commands.
 run: $(BIN)/streamlit  ## start the app on http://127.0.0.1:8501 (sets up .venv first if needed)

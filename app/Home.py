@@ -75,6 +75,15 @@ _links = {
         ),
         ":material/memory:",
     ),
+    "Case review": (
+        st.Page(
+            _PAGES / "case_review.py",
+            title="Case review",
+            icon=":material/rate_review:",
+            url_path="review",
+        ),
+        ":material/rate_review:",
+    ),
 }
 
 

@@ -60,6 +60,12 @@ def jobs_db() -> Path:
     return Path(value).expanduser() if value else REPO_ROOT / "var" / "jobs.sqlite"
 
 
+def reviews_db() -> Path:
+    """SQLite file of the case reviews (``REVIEWS_DB``, default ``<repo>/var/reviews.sqlite``)."""
+    value = os.environ.get("REVIEWS_DB")
+    return Path(value).expanduser() if value else REPO_ROOT / "var" / "reviews.sqlite"
+
+
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -89,6 +95,51 @@ def _check(condition: bool, field: str, value: Any, expected: str) -> None:
         raise ValueError(f"{field}={value!r} is invalid: expected {expected}.")
 
 
+# Splits whose labels a run may override (reviewers' corrections). Never "test": a model
+# trained on corrected test labels would be scored on the answers it was taught.
+OVERRIDE_SPLITS: tuple[str, ...] = ("train", "val")
+
+
+def check_label_overrides(value: Any, dataset: str) -> None:
+    """Check ``TrainConfig.label_overrides``: ``{"train"|"val": {"index": label}, "review_ids":
+    [row ids]}`` (indices as text, as JSON stores them; the labels the trainer uses instead).
+
+    Raises:
+        ValueError: not a mapping, a ``test`` entry, an unknown key, a bad index or label, a
+            multi-label dataset, or review ids that are not positive integers.
+    """
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise ValueError(f"label_overrides must be a mapping or None, got {type(value).__name__}")
+    if "test" in value:
+        raise ValueError(
+            "label_overrides: test-split labels are never trained on (the test split measures "
+            "the model); use corrections on the train or val split only."
+        )
+    unknown = set(value) - {*OVERRIDE_SPLITS, "review_ids"}
+    if unknown:
+        raise ValueError(f"label_overrides: unknown keys {sorted(unknown)}")
+    if info.is_multilabel(dataset):
+        raise ValueError("label_overrides applies to single-label tasks only.")
+    classes = info.num_classes(dataset)
+    for split in OVERRIDE_SPLITS:
+        entries = value.get(split) or {}
+        if not isinstance(entries, dict):
+            raise ValueError(f"label_overrides[{split!r}] must map sample indices to labels")
+        for index, label in entries.items():
+            if not str(index).isdigit():
+                raise ValueError(f"label_overrides[{split!r}]: index {index!r} is not a number")
+            if not (_is_int(label) and 0 <= label < classes):
+                raise ValueError(
+                    f"label_overrides[{split!r}][{index!r}]={label!r}: expected a class "
+                    f"in 0..{classes - 1}"
+                )
+    ids = value.get("review_ids", [])
+    if not isinstance(ids, list) or not all(_is_int(i) and i > 0 for i in ids):
+        raise ValueError("label_overrides['review_ids'] must be a list of positive integers")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines one training run. Serialised into the run's ``config.json``.
@@ -114,6 +165,9 @@ class TrainConfig:
             every step; validation, early stopping and the saved model use the averaged
             weights (0 = off).
         name: run-directory name; generated when None.
+        label_overrides: labels used instead of the dataset's for some train/val samples, and
+            the review rows they came from (:func:`check_label_overrides`); None = none.
+            Set by the Case review page's retraining button (``core.reviews.retrain``).
     """
 
     dataset: str
@@ -133,6 +187,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     weight_ema: float = 0.0
     name: str | None = None
+    # a dict: left out of the hash (a frozen dataclass hashes its fields), kept in equality
+    label_overrides: dict[str, Any] | None = dataclasses.field(default=None, hash=False)
 
     def validate(self) -> TrainConfig:
         """Check every field; return self so calls chain.
@@ -222,6 +278,7 @@ class TrainConfig:
             raise ValueError("label_smoothing applies to single-label tasks only.")
         if self.name is not None:
             validate_run_name(self.name)
+        check_label_overrides(self.label_overrides, self.dataset)
         return self
 
     @property

@@ -23,7 +23,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from core import data, evaluation, info, registry
-from core.config import TrainConfig
+from core.config import OVERRIDE_SPLITS, TrainConfig
 from core.models import build_model, compile_model, prepare_input
 from core.models import io as model_io
 
@@ -85,11 +85,37 @@ def get_strategy(name: str = "default") -> tf.distribute.Strategy:
     raise ValueError(f"strategy {name!r} is not supported; choose one of {STRATEGIES}")
 
 
+def apply_label_overrides(
+    y: np.ndarray, overrides: dict[str, int] | None, split: str
+) -> np.ndarray:
+    """A copy of single-label ``y`` ``(N, 1)`` with ``{"index": label}`` replaced.
+
+    Raises:
+        ValueError: an index outside the split (the corrections came from another data file).
+    """
+    if not overrides:
+        return y
+    y = y.copy()
+    for index, label in overrides.items():
+        i = int(index)
+        if not 0 <= i < len(y):
+            raise ValueError(
+                f"label_overrides[{split!r}] names sample {i}, but the {split} split has "
+                f"{len(y)} samples: the corrections were made on another data file."
+            )
+        y[i, 0] = label
+    return y
+
+
 def load_data(cfg: TrainConfig, root: str | os.PathLike | None = None) -> SplitData:
-    """The three splits of ``cfg.dataset`` at ``cfg.size``, converted for ``cfg.model``."""
+    """The three splits of ``cfg.dataset`` at ``cfg.size``, converted for ``cfg.model``;
+    ``cfg.label_overrides`` replace train/val labels (never test ones: TrainConfig refuses)."""
+    overrides = cfg.label_overrides or {}
     arrays = []
     for split in ("train", "val", "test"):
         x, y = data.load_split(cfg.dataset, split, cfg.size, root=root)
+        if split in OVERRIDE_SPLITS:
+            y = apply_label_overrides(y, overrides.get(split), split)
         arrays += [prepare_input(cfg.model, x), y]
     return SplitData(*arrays)
 

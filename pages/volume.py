@@ -8,6 +8,7 @@ import streamlit as st
 from app import cache, describe, explain_ui, figures, state
 from app import volume as v3d
 from app import widgets as w
+from app.volume_upload_ui import volume_upload_ui
 from core import info
 
 st.title("3D volume viewer")
@@ -26,27 +27,51 @@ picked = w.dataset_picker_ui(key="volume_dataset", three_d=True, container=side)
 if picked is None:
     st.stop()
 flag, size = picked
-split = w.split_ui(key="volume_split", container=side)
-with w.guard("loading the volumes") as g:
-    images, y = cache.raw_split(flag, split, size)
-if g.failed:
-    st.stop()
 labels = info.label_names(flag)
-# a link's ?index= (or the last choice) stays while it is a sample of this split
-state.follow("volume_index", range(len(images)), 0)
-index = int(
-    side.number_input(
-        f"Sample (0–{len(images) - 1})", 0, len(images) - 1, key="volume_index", step=1
+source = side.radio(
+    "Volume",
+    ["Dataset sample", "Upload a volume"],
+    key="volume_source",
+    horizontal=True,
+    help="Your own volume (NIfTI or NumPy) is resampled to this dataset's grid and shown "
+    "to this dataset's models; it stays in memory only.",
+)
+if source == "Upload a volume":
+    uploaded = volume_upload_ui(flag, size)
+    if uploaded is None:
+        # The slice viewer is not drawn in this run, but Streamlit keeps its slider values
+        # while the browser drops the sliders: forgotten here, they are sent again (app.state)
+        # when a volume comes back, instead of the browser showing slice 1 of a page using 15.
+        for axis in range(3):
+            st.session_state.pop(f"volume_slice_{axis}", None)
+        st.stop()
+    volume, digest = uploaded
+    split, index = "upload", digest[:12]  # what the class picker's context keys on
+    st.info(
+        f"Your volume, shown to **{describe.dataset_title(flag)}** models at {size}³ voxels. "
+        f"They were trained on **{info.modality_note(flag)}** volumes.",
+        icon=":material/info:",
     )
-)
-volume = images[index].astype(np.float32) / 255.0  # (D, H, W) in [0, 1]
-true_label = labels[int(y[index, 0])] if not info.is_multilabel(flag) else "multi-label"
-
-st.info(
-    f"**{describe.dataset_title(flag)}**, {split} sample #{index}, {size}³ voxels, true label "
-    f"**{true_label}**. Voxel values are a **{info.modality_note(flag)}**.",
-    icon=":material/info:",
-)
+else:
+    split = w.split_ui(key="volume_split", container=side)
+    with w.guard("loading the volumes") as g:
+        images, y = cache.raw_split(flag, split, size)
+    if g.failed:
+        st.stop()
+    # a link's ?index= (or the last choice) stays while it is a sample of this split
+    state.follow("volume_index", range(len(images)), 0)
+    index = int(
+        side.number_input(
+            f"Sample (0–{len(images) - 1})", 0, len(images) - 1, key="volume_index", step=1
+        )
+    )
+    volume = images[index].astype(np.float32) / 255.0  # (D, H, W) in [0, 1]
+    true_label = labels[int(y[index, 0])] if not info.is_multilabel(flag) else "multi-label"
+    st.info(
+        f"**{describe.dataset_title(flag)}**, {split} sample #{index}, {size}³ voxels, true "
+        f"label **{true_label}**. Voxel values are a **{info.modality_note(flag)}**.",
+        icon=":material/info:",
+    )
 
 # The heatmap needs a 3D model trained on this dataset at this size (optional).
 run = w.run_picker_ui(

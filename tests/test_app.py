@@ -22,7 +22,7 @@ from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
 HOME = str(ROOT / "app" / "Home.py")
-PAGES = ("samples", "volume", "gradcam", "experiments", "quantization")
+PAGES = ("samples", "volume", "gradcam", "experiments", "quantization", "case_review")
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +39,7 @@ def empty_env(tmp_path, monkeypatch):
     monkeypatch.setenv("TRAINED_MODELS_DIR", str(tmp_path / "no-models"))
     monkeypatch.setenv("JOBS_WORKER_AUTOSTART", "0")
     monkeypatch.setenv("JOBS_DB", str(tmp_path / "jobs.sqlite"))
+    monkeypatch.setenv("REVIEWS_DB", str(tmp_path / "reviews.sqlite"))
 
 
 def fresh_app() -> AppTest:
@@ -153,6 +154,16 @@ def test_every_page_renders_without_data_or_models(empty_env):
     for page in PAGES:
         at = open_page(page)
         assert at.info or at.caption, page  # a helpful message, not a blank page
+
+
+def test_case_review_without_models_says_what_to_do(empty_env):
+    at = open_page("case_review")
+    at.text_input(key="review_name_input").input("Dr Test")
+    at.button(key="FormSubmitter:review_name_form-Start reviewing").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    body = texts(at)
+    assert "No single-label model is in the registry yet" in body
+    assert "1. Train one" in body
 
 
 # ------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ PAGES = {
     "experiments": "Experiments",
     "quantization": "Quantization",
     "retrain": "Retrain a model",
+    "review": "Case review",
 }
 
 
@@ -50,6 +51,7 @@ def server(tmp_path_factory):
         "TRAINED_MODELS_DIR": str(tmp / "registry"),
         "JOBS_DB": str(tmp / "jobs.sqlite"),
         "JOBS_WORKER_AUTOSTART": "1",
+        "REVIEWS_DB": str(tmp / "reviews.sqlite"),  # never the repo's var/reviews.sqlite
     }
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():

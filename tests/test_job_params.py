@@ -40,6 +40,12 @@ TABLE: dict[str, tuple[str, list, list, object]] = {
     "label_smoothing": ("cnn2d", ["0.1", True, float("nan")], [1.0, -0.1, 2], 0.0),
     "weight_ema": ("cnn2d", ["0.99", True, float("inf")], [1.0, -0.5], 0.0),
     "name": ("cnn2d", [123, ["run"], True], ["../evil", ".hidden", "a/b", ""], None),
+    "label_overrides": (
+        "cnn2d",
+        ["train:1=2", [{"train": {}}], True],
+        [{"test": {"0": 1}}, {"train": {"1": 5}}, {"train": {"-1": 0}}, {"review_ids": ["7"]}],
+        None,
+    ),
 }
 
 

@@ -51,3 +51,10 @@ def test_fresh_clone_targets_create_the_venv_first(target, tmp_path):
 def test_make_test_installs_the_browser_before_the_suite(tmp_path):
     lines = dry_run("test", tmp_path / "fresh-venv")
     assert _index(lines, "command -v chromium") < _index(lines, "-m pytest")
+
+
+def test_make_test_installs_pdftotext_before_the_suite(tmp_path):
+    # the PDF report test reads the printed text with pdftotext (Debian's poppler-utils)
+    lines = dry_run("test", tmp_path / "fresh-venv")
+    assert _index(lines, "command -v pdftotext") < _index(lines, "-m pytest")
+    assert _index(lines, "install -y -q chromium poppler-utils") < _index(lines, "-m pytest")

@@ -161,4 +161,5 @@ NOT_IN_FORM: dict[str, str] = {
     "class_weights": "off, as in the reference runs",
     "input_size": "VGG16 keeps its 32 px default",
     "name": "generated from dataset, model and time; a name is an API/CLI option",
+    "label_overrides": "set from reviewers' corrections by the Case review page's retrain button",
 }

@@ -14,7 +14,9 @@ Type rules (one table, :data:`FIELDS`):
 - number fields accept ``int`` and finite ``float``, never ``bool`` or strings;
 - yes/no fields accept only ``True``/``False`` (never ``"false"``, ``0`` or ``1``);
 - choice fields accept only one of the listed strings;
-- ``name`` is ``None`` (generated) or a valid run name that is not in the registry yet.
+- ``name`` is ``None`` (generated) or a valid run name that is not in the registry yet;
+- ``label_overrides`` is ``None`` or a mapping (``core.config.check_label_overrides``: train/val
+  only, never test).
 
 This module imports neither TensorFlow nor streamlit. ``core.jobs`` re-exports its names.
 """
@@ -64,9 +66,11 @@ FIELDS: dict[str, str] = {
     "label_smoothing": "number",
     "weight_ema": "number",
     "name": "name",
+    "label_overrides": "overrides",
 }
 REQUIRED: frozenset[str] = frozenset({"dataset", "model"})
-OPTIONAL_NONE: frozenset[str] = frozenset({"input_size", "name"})  # None means "default"
+# None means "default" (no overrides: the dataset's own labels)
+OPTIONAL_NONE: frozenset[str] = frozenset({"input_size", "name", "label_overrides"})
 
 
 class InvalidParamsError(ValueError):
@@ -156,6 +160,12 @@ def _check_type(name: str, value: Any) -> tuple[Any, str | None]:
                 "text such as 'false' is refused because it would count as true"
             )
         return value, None
+    if kind == "overrides":  # its content is checked by TrainConfig (check_label_overrides)
+        if not isinstance(value, dict):
+            return value, (
+                f"label_overrides must be a mapping or empty, got {value!r} ({_type_name(value)})"
+            )
+        return value, None
     if kind == "name":
         if not isinstance(value, str):
             return value, f"name must be text or empty, got {value!r} ({_type_name(value)})"
@@ -220,6 +230,13 @@ def _range_errors(values: Mapping[str, Any], registry_root: Any) -> list[str]:
     for name in ("label_smoothing", "weight_ema"):
         if name in values and not 0 <= values[name] < 1:
             errors.append(f"{name} must be a number in [0, 1), got {values[name]!r}")
+    if values.get("label_overrides") is not None and dataset_ok:
+        try:
+            config.check_label_overrides(values["label_overrides"], dataset)
+        except ValueError as exc:
+            shown = repr(values["label_overrides"])
+            shown = shown if len(shown) <= 300 else shown[:297] + "..."
+            errors.append(f"{exc} (got label_overrides={shown})")
     if values.get("name") is not None:
         errors.extend(_name_errors(values["name"], registry_root))
     return errors
