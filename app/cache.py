@@ -182,6 +182,25 @@ def probabilities(run_path: str, x: np.ndarray) -> np.ndarray:
     return evaluation.predict(load_model(run_path), x[None])[0]
 
 
+# 4 predictors (a model, or an ensemble's members, plus their trust values); no ttl as above
+@st.cache_resource(max_entries=4, show_spinner="Loading the model and its trust values…")
+def predictor(run_path: str):
+    """``core.registry.load_predictor`` of a run or ensemble folder, shared by every session."""
+    from core import registry
+
+    freeze_libraries()
+    return registry.load_predictor(run_path)
+
+
+@st.cache_data(max_entries=64, ttl=3600, show_spinner=False)  # a few floats each
+def assessment(run_path: str, x: np.ndarray) -> dict[str, Any]:
+    """Calibrated probabilities, uncertainty band, OOD and refer verdicts of one input ``x``
+    (no batch axis): ``app.trust_ui.assess_one``."""
+    from app import trust_ui
+
+    return trust_ui.assess_one(predictor(run_path), x)
+
+
 @st.cache_resource(max_entries=8, show_spinner="Loading the TFLite model…")  # ≤ 8 variants
 def tflite_model(path: str):
     """A shared, thread-safe TFLite interpreter for a ``quantized/<mode>.tflite`` file."""

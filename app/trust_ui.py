@@ -1,0 +1,219 @@
+"""Trust on screen: the OOD warning (before any grade), the "Refer to a specialist" badge and
+calibrated probability bars with an uncertainty band, each with a plain-language help text.
+
+Pages call :func:`assess_one` (the predictor's answer for one input, plus the band) and then
+:func:`prediction_panel_ui`, which returns what it showed. The predictor is the object
+``core.registry.load_predictor(run_dir)`` returns: this module needs only its ``assess(x)``
+(``proba``, ``uncertainty``, ``ood_score``, ``is_ood``, ``refer`` per sample) and, for the band,
+its ``trust`` dict (the run's ``calibration.json``) and, for ensembles, ``raw(x)["logits"]``
+and ``temperature``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from app import trust_figures
+from core import info
+
+HELP = {
+    "calibrated": (
+        "The model's raw scores are rescaled (temperature scaling, fitted on the validation "
+        "images) so that, over many cases, a class shown at 70 % is right about 70 % of the "
+        "time."
+    ),
+    "uncertainty": (
+        "1 minus the highest calibrated probability: 0 means the model puts all its weight on "
+        "one class; the higher the number, the less sure the model is."
+    ),
+    "band_ensemble": (
+        "The black bar around each probability spans the values the individual models of the "
+        "ensemble gave: a wide bar means the models disagree."
+    ),
+    "band_single": (
+        "The black bar around each probability is ± the model's typical calibration error on "
+        "the validation images (ECE): the probability is only this precise."
+    ),
+    "refer": (
+        "The model is not sure enough to be relied on for this case. On the validation images, "
+        "cases at least this uncertain were graded below the target accuracy, so they are sent "
+        "to a specialist instead."
+    ),
+    "ood": (
+        "Out-of-distribution check: the model compares what it sees in this image with what "
+        "it saw in its training images. An image unlike all of them (another kind of scan, a "
+        "photo, noise) gets no reliable grade, whatever the percentages say."
+    ),
+    "not_fitted": (
+        "This run has no trust values yet (no calibration.json): probabilities are the raw, "
+        "uncalibrated model output and no out-of-distribution check ran."
+    ),
+}
+
+
+def ood_message(flag: str) -> str:
+    """The warning shown before any grade: "This does not look like a retinal fundus
+    photograph", in the dataset's own modality words (``core.info.modality_noun``)."""
+    return (
+        f"**This does not look like {info.modality_noun(flag)}.** The model was trained only "
+        f"on {info.python_class(flag)} images, so any grade it gives here is meaningless. "
+        "1. Check that you uploaded the right file. 2. Ask a specialist to read it."
+    )
+
+
+def _band(predictor: Any, x: np.ndarray, proba: np.ndarray) -> tuple[Any, str]:
+    """``((low, high), kind)`` for one sample: ensemble members' range, else ± val ECE."""
+    trust = getattr(predictor, "trust", None) or {}
+    raw = getattr(predictor, "raw", None)
+    if callable(raw) and len(getattr(predictor, "members", ()) or ()) > 1:
+        from scipy.special import softmax
+
+        t = float(getattr(predictor, "temperature", 1.0) or 1.0)
+        per_member = np.stack(
+            [softmax(np.asarray(z, dtype=float)[0] / t) for z in raw(x[None])["logits"]]
+        )
+        return (per_member.min(axis=0), per_member.max(axis=0)), "ensemble"
+    ece = (((trust.get("calibration") or {}).get("val") or {}).get("scaled") or {}).get("ece")
+    if isinstance(ece, int | float):
+        return (proba - ece, proba + ece), "single"
+    return None, "none"
+
+
+def assess_one(predictor: Any, x: np.ndarray) -> dict[str, Any]:
+    """The predictor's answer for one model input ``x`` (no batch axis).
+
+    Returns:
+        ``{"proba" (K,), "uncertainty", "ood_score", "is_ood", "refer", "band" ((lo, hi) or
+        None), "band_kind" ("ensemble" | "single" | "none"), "fitted" (bool), "refer_info"
+        (the run's refer settings or {})}``. A run without ``calibration.json`` gives its raw
+        probabilities with ``fitted`` False and no OOD or refer verdict.
+    """
+    trust = getattr(predictor, "trust", None) or {}
+    try:
+        out = predictor.assess(x[None])
+    except Exception as exc:  # TrustNotFittedError: no calibration.json for this run yet
+        if trust or type(exc).__name__ != "TrustNotFittedError":
+            raise
+        proba = np.asarray(predictor.predict_proba(x[None]), dtype=float)[0]
+        return {
+            "proba": proba,
+            "uncertainty": float(1.0 - proba.max()),
+            "ood_score": None,
+            "is_ood": False,
+            "refer": False,
+            "band": None,
+            "band_kind": "none",
+            "fitted": False,
+            "refer_info": {},
+        }
+    proba = np.asarray(out["proba"], dtype=float)[0]
+    band, kind = _band(predictor, x, proba)
+    return {
+        "proba": proba,
+        "uncertainty": float(np.asarray(out["uncertainty"])[0]),
+        "ood_score": float(np.asarray(out["ood_score"])[0]),
+        "is_ood": bool(np.asarray(out["is_ood"])[0]),
+        "refer": bool(np.asarray(out["refer"])[0]),
+        "band": band,
+        "band_kind": kind,
+        "fitted": True,
+        "refer_info": trust.get("refer") or {},
+    }
+
+
+def refer_reason(result: dict[str, Any]) -> str:
+    """Why a case is referred, in one plain sentence (empty when it is not)."""
+    if not result.get("refer"):
+        return ""
+    if result.get("is_ood"):
+        return "the image does not look like the images the model was trained on."
+    info_ = result.get("refer_info") or {}
+    thr, target = info_.get("threshold"), info_.get("target_accuracy")
+    text = f"the model's uncertainty ({result['uncertainty']:.2f})"
+    if isinstance(thr, int | float):
+        text += f" is above {thr:.2f}"
+    if isinstance(target, int | float):
+        text += (
+            f", the level above which it graded fewer than {target:.0%} of validation cases "
+            "correctly"
+        )
+    return text + "."
+
+
+def prediction_panel_ui(
+    result: dict[str, Any],
+    labels: Sequence[str],
+    flag: str,
+    *,
+    key: str,
+    true_index: Sequence[int] = (),
+    container: Any = st,
+) -> dict[str, Any]:
+    """Draw the OOD warning first, then the refer badge, the prediction and the bars.
+
+    A foreign image's grade is not shown unless the person opens "Show the model's output
+    anyway", which repeats that it is not reliable.
+
+    Args:
+        result: :func:`assess_one`'s dict.
+        labels: class names by index.
+        flag: the dataset the model was trained on (for the modality words).
+        key: widget-key prefix.
+        true_index: the true class(es), when known.
+        container: where to draw.
+
+    Returns:
+        ``{"shown_grade": bool, "predicted": int, "refer": bool, "is_ood": bool}``.
+    """
+    proba = result["proba"]
+    predicted = int(np.argmax(proba))
+    if not result.get("fitted"):
+        container.caption(":grey-badge[not calibrated] " + HELP["not_fitted"])
+    if result.get("is_ood"):
+        container.error(ood_message(flag), icon=":material/report:")
+        container.caption(
+            f"Out-of-distribution score {result['ood_score']:.2f} (above 1 = less like the "
+            "training images than 95 % of validation images).",
+            help=HELP["ood"],
+        )
+        body = container.expander("Show the model's output anyway (not reliable)")
+        shown = False
+    else:
+        body, shown = container, True
+    if result.get("refer"):
+        body.markdown(
+            f":red-badge[:material/person_alert: Refer to a specialist] {refer_reason(result)}",
+            help=HELP["refer"],
+        )
+    elif result.get("fitted"):
+        body.markdown(
+            ":green-badge[:material/check: Within the model's reliable range]",
+            help=HELP["refer"],
+        )
+    name = labels[predicted] if predicted < len(labels) else str(predicted)
+    body.markdown(
+        f"Predicted: **{name}** ({proba[predicted]:.1%} calibrated) · uncertainty "
+        f"**{result['uncertainty']:.2f}**",
+        help=HELP["calibrated"] + " " + HELP["uncertainty"],
+    )
+    kind = result.get("band_kind")
+    fig = trust_figures.calibrated_probability_chart(
+        proba,
+        labels,
+        true_index,
+        band=result.get("band"),
+        title="Calibrated probabilities" if result.get("fitted") else "Raw probabilities",
+    )
+    body.plotly_chart(fig, key=f"{key}_probs", width="stretch")
+    if kind in ("ensemble", "single"):
+        body.caption(HELP[f"band_{kind}"])
+    return {
+        "shown_grade": shown,
+        "predicted": predicted,
+        "refer": bool(result.get("refer")),
+        "is_ood": bool(result.get("is_ood")),
+    }
