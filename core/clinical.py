@@ -285,6 +285,39 @@ def referable_metrics(
     return out
 
 
+def ordinal_rule_report(
+    y_true: np.ndarray,
+    y_score: np.ndarray,
+    val_true: np.ndarray,
+    val_score: np.ndarray,
+    labels: list[str] | None = None,
+) -> dict[str, Any]:
+    """The decision rule ``core.ordinal.choose_rule`` picks on val, and what it gives on test.
+
+    Returns:
+        ``{"rule", "cuts", "chosen_on": "val", "val_acc": {rule: acc}, "test": {"acc",
+        "kappa_quadratic", "per_class"}}``; with rule "argmax" the test figures equal the
+        official ones.
+    """
+    from core import ordinal
+
+    chosen = ordinal.choose_rule(val_true, val_score)
+    pred = ordinal.predict_grades(y_score, chosen["rule"], chosen["cuts"])
+    k = np.asarray(y_score).shape[1]
+    yt = _labels_1d(y_true)
+    return {
+        "rule": chosen["rule"],
+        "cuts": chosen["cuts"],
+        "chosen_on": "val",
+        "val_acc": chosen["val_acc"],
+        "test": {
+            "acc": float(np.mean(pred == yt)),
+            "kappa_quadratic": quadratic_kappa(yt, pred, k),
+            "per_class": per_class_rates(yt, pred, labels or [str(i) for i in range(k)]),
+        },
+    }
+
+
 def clinical_report(
     y_true: np.ndarray,
     y_score: np.ndarray,
@@ -312,7 +345,8 @@ def clinical_report(
 
     Returns:
         ``{"decision_rule", "per_class", "low_recall", "kappa_quadratic" (ordinal),
-        "referable" (datasets in REFERABLE), "operating_point" (binary)}``; an empty dict for
+        "ordinal_rule" (ordinal, with val: :func:`ordinal_rule_report`), "referable" (datasets
+        in REFERABLE), "operating_point" (binary)}``; an empty dict for
         multi-label tasks, whose per-label figures ``core.evaluation.report`` already holds.
     """
     if task == MULTI_LABEL:
@@ -328,6 +362,8 @@ def clinical_report(
     }
     if task == ORDINAL:
         out["kappa_quadratic"] = quadratic_kappa(y_true, pred, len(labels))
+        if val_true is not None and val_score is not None:
+            out["ordinal_rule"] = ordinal_rule_report(y_true, scores, val_true, val_score, labels)
         referable = referable_metrics(dataset, y_true, scores, val_true, val_score)
         if referable is not None:
             out["referable"] = referable
@@ -347,6 +383,13 @@ def summary_lines(block: dict[str, Any]) -> list[str]:
     lines = []
     if block.get("kappa_quadratic") is not None:
         lines.append(f"quadratic weighted kappa {block['kappa_quadratic']:.4f}")
+    rule = block.get("ordinal_rule")
+    if rule:
+        lines.append(
+            f"decision rule chosen on val: {rule['rule']} (val ACC "
+            + ", ".join(f"{k} {v:.3f}" for k, v in rule["val_acc"].items())
+            + f"); test ACC {rule['test']['acc']:.4f}, kappa {rule['test']['kappa_quadratic']:.4f}"
+        )
     ref = block.get("referable")
     if ref:
         s90 = ref["sens_at_spec90"]

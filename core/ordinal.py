@@ -10,8 +10,9 @@ that use it:
   validation values), so a model whose probabilities lean towards one grade is corrected
   without looking at the test split.
 
-``choose_rule`` picks among them on validation accuracy; argmax wins ties, because it is the
-official MedMNIST rule and needs no fitted parameters. No TensorFlow, no Streamlit.
+``choose_rule`` picks among them on validation accuracy (cross-validated within val for the
+fitted rule); argmax wins ties, because it is the official MedMNIST rule and has no parameters.
+No TensorFlow, no Streamlit.
 """
 
 from __future__ import annotations
@@ -97,16 +98,55 @@ def predict_grades(y_score: np.ndarray, rule: str, cuts: list[float] | None = No
     raise ValueError(f"unknown decision rule {rule!r}; expected one of {RULES}")
 
 
+def cross_validated_cutpoint_accuracy(
+    y_true: np.ndarray, y_score: np.ndarray, folds: int = 5, repeats: int = 10, seed: int = 0
+) -> float:
+    """Out-of-fold accuracy of :func:`fit_cutpoints` within one split (use val).
+
+    Fitting four cut points on 120 validation images and scoring them on the same images
+    flatters the rule (measured here: +0.05 to +0.13 val ACC in-sample, while test ACC moved
+    -0.05 to +0.09). Each fold's cut points are fitted on the other folds and scored on it;
+    the mean over ``repeats`` shuffled, grade-stratified fold splits is returned.
+    """
+    from sklearn.model_selection import RepeatedStratifiedKFold
+
+    yt = np.asarray(y_true).reshape(len(y_true), -1)[:, 0]
+    p = np.asarray(y_score, dtype=np.float64)
+    # a grade rarer than the fold count cannot be stratified; fewer folds then
+    k = int(max(2, min(folds, np.bincount(yt).max(initial=0), len(yt) // 2)))
+    counts = np.bincount(yt)
+    strat = np.where(counts[yt] >= k, yt, -1)  # rare grades pooled into one stratum
+    cv = RepeatedStratifiedKFold(n_splits=k, n_repeats=repeats, random_state=seed)
+    hits = []
+    for train, test in cv.split(p, strat):
+        cuts, _ = fit_cutpoints(yt[train], p[train])
+        hits.append(np.mean(apply_cutpoints(p[test], cuts) == yt[test]))
+    return float(np.mean(hits))
+
+
 def choose_rule(val_true: np.ndarray, val_score: np.ndarray) -> dict[str, Any]:
     """Each rule's validation accuracy and the rule with the best one (argmax wins ties).
 
+    ``argmax`` and ``expected`` have no parameters, so their val accuracy is honest; the
+    ``cutpoints`` rule is judged by its cross-validated accuracy within val
+    (:func:`cross_validated_cutpoint_accuracy`), and its shipped cut points are then fitted on
+    all of val.
+
     Returns:
-        ``{"rule", "cuts" (for cutpoints, else None), "val_acc": {rule: acc}}``.
+        ``{"rule", "cuts" (for cutpoints, else None), "val_acc": {rule: acc},
+        "cutpoints_in_sample_acc"}``.
     """
     yt = np.asarray(val_true).reshape(len(val_true), -1)[:, 0]
-    cuts, _ = fit_cutpoints(yt, val_score)
+    cuts, in_sample = fit_cutpoints(yt, val_score)
     accs = {
-        r: float(np.mean(predict_grades(val_score, r, cuts) == yt)) for r in RULES
-    }  # argmax first in RULES, so max() keeps it on ties
-    rule = max(RULES, key=lambda r: accs[r])
-    return {"rule": rule, "cuts": cuts if rule == "cutpoints" else None, "val_acc": accs}
+        "argmax": float(np.mean(predict_grades(val_score, "argmax") == yt)),
+        "expected": float(np.mean(predict_grades(val_score, "expected") == yt)),
+        "cutpoints": cross_validated_cutpoint_accuracy(yt, val_score),
+    }
+    rule = max(RULES, key=lambda r: accs[r])  # argmax first in RULES: max() keeps it on ties
+    return {
+        "rule": rule,
+        "cuts": cuts if rule == "cutpoints" else None,
+        "val_acc": accs,
+        "cutpoints_in_sample_acc": in_sample,
+    }
