@@ -22,6 +22,7 @@ from core import config, scratch_dirs
 from core.config import validate_run_name  # re-exported: callers check names here
 
 __all__ = [
+    "ENSEMBLE_FILE",
     "LEAN_FILE",
     "MODEL_FILE",
     "RegistryError",
@@ -29,8 +30,11 @@ __all__ = [
     "RunFileError",
     "clean_scratch",
     "default_run_name",
+    "ensemble_dirs",
+    "ensemble_members",
     "list_runs",
     "load_model",
+    "load_predictor",
     "read_config",
     "read_json",
     "read_run",
@@ -43,6 +47,7 @@ __all__ = [
 ]
 
 MODEL_FILE = "model.keras"
+ENSEMBLE_FILE = "ensemble.json"  # an ensemble folder: member run names, no weights
 # npz content; not named .npz so it is never mistaken for a MedMNIST data file
 LEAN_FILE = "trained_layers.weights"
 JSON_FILES = ("config.json", "history.json", "metrics.json", "evaluation.json")
@@ -64,6 +69,8 @@ class RunFileError(RegistryError, ValueError):
 _RECOMPUTED_BY = {
     "results.json": "python -m core.quantize",
     "explain.json": "python -m core.explain",
+    "calibration.json": "python -m core.trust",
+    "ood.npz": "python -m core.trust",
 }
 
 
@@ -450,6 +457,84 @@ def load_model(
         # a zipfile or a deserialisation error, none of which names the file.
         what = f"cannot be loaded as a Keras model ({type(exc).__name__}: {_first_line(exc)})"
         raise RunFileError(_damaged(model_file, what, path)) from exc
+
+
+def ensemble_dirs(root: str | os.PathLike | None = None) -> list[Path]:
+    """Ensemble folders of the registry (they hold ``ensemble.json`` and no ``config.json``,
+    so :func:`runs` does not list them and no page tries to load them as one Keras model)."""
+    base = root_dir(root)
+    if not base.is_dir():
+        return []
+    return [
+        p
+        for p in sorted(base.iterdir())
+        if not p.name.startswith(".") and (p / ENSEMBLE_FILE).is_file()
+    ]
+
+
+def ensemble_members(ens_dir: str | os.PathLike) -> tuple[list[Path], bool]:
+    """The member run folders (siblings of the ensemble folder) and the TTA flag of an ensemble.
+
+    Raises:
+        RegistryError: no ``ensemble.json``, or a member run is missing (numbered fixes).
+        RunFileError: ``ensemble.json`` is damaged or lists no members.
+    """
+    ens_dir = Path(ens_dir)
+    spec = read_json(ens_dir, ENSEMBLE_FILE)
+    if spec is None:
+        raise RegistryError(f"{ens_dir} holds no {ENSEMBLE_FILE}: it is not an ensemble")
+    if not isinstance(spec, dict) or not spec.get("members"):
+        raise RunFileError(_damaged(ens_dir / ENSEMBLE_FILE, "lists no members", ens_dir))
+    members = []
+    for name in spec["members"]:
+        path = ens_dir.parent / validate_run_name(str(name))
+        if not (path / "metrics.json").is_file():
+            raise RegistryError(
+                f"ensemble {ens_dir.name} needs member run {name!r}, which is not in "
+                f"{ens_dir.parent}.\n"
+                f"  1. Restore the run folder {path} (shipped runs: `git checkout -- {path}`).\n"
+                "  2. Or rebuild the ensemble from the runs present: "
+                "`python -m core.trust ensemble --dataset FLAG --name NAME`."
+            )
+        members.append(path)
+    return members, bool(spec.get("tta"))
+
+
+def load_predictor(run_dir: str | os.PathLike, root: str | os.PathLike | None = None) -> Any:
+    """The :class:`core.trust.predictor.Predictor` of a run or an ensemble folder:
+    ``predict_proba`` (calibrated), ``uncertainty``, ``ood_score``, ``is_ood``, ``refer``,
+    ``assess`` (all at once), with the values ``python -m core.trust`` fitted.
+
+    Args:
+        run_dir: a run or ensemble name in the registry, or its path.
+        root: the registry (default ``TRAINED_MODELS_DIR``).
+
+    Raises:
+        RegistryError: no run there, or an ensemble member is missing.
+        RunFileError: a damaged model or JSON file (named in the message).
+    """
+    # TensorFlow; core.trust.predictor never imports the registry (no cycle)
+    from core.trust import predictor
+
+    path = Path(run_dir).expanduser()
+    if len(path.parts) == 1 and not path.is_absolute():
+        path = root_dir(root) / validate_run_name(str(run_dir))
+    if (path / ENSEMBLE_FILE).is_file():
+        member_dirs, tta = ensemble_members(path)
+    else:
+        path = resolve_run(run_dir, root, allow_outside=True)
+        member_dirs, tta = [path], False
+    members = [
+        predictor.Member(m, load_model(m, allow_outside=True), read_json(m, "config.json", {}))
+        for m in member_dirs
+    ]
+    trust = read_json(path, predictor.CALIBRATION_FILE)
+    try:
+        stats = predictor.read_stats(path / predictor.OOD_FILE)
+    except (OSError, ValueError) as exc:
+        what = f"cannot be read ({type(exc).__name__}: {_first_line(exc)})"
+        raise RunFileError(_damaged(path / predictor.OOD_FILE, what, path)) from exc
+    return predictor.Predictor(path, members, tta=tta, trust=trust, ood_stats=stats)
 
 
 def _first_line(exc: BaseException) -> str:

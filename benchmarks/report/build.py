@@ -37,6 +37,7 @@ from benchmarks.report.sections_shipped import (
     section_quantization,
     section_wall_time,
 )
+from benchmarks.report.sections_trust import section_trust
 from core.config import REPO_ROOT, trained_models_dir
 
 DEFAULT_OUT = REPO_ROOT / "docs" / "RESULTS.md"
@@ -189,6 +190,9 @@ def build_report(
     lines += section_clinical(arms, rules_study)
     lines += ["## Wall time", ""]
     lines += section_wall_time(arms)
+
+    lines += ["## Trust: calibration, ensembles, refer flag, OOD guard", ""]
+    lines += section_trust(root_path)
     lines += ["## What worked and what did not", ""]
     lines += commentary(arms, verdicts_3d, aug_results, vgg_verdict, vgg_best, resnet_results)
 
