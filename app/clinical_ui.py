@@ -7,8 +7,6 @@ they showed; ``trust_rows`` is a pure table.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -16,8 +14,6 @@ import streamlit as st
 
 from app import trust_figures
 from core import info
-
-ENSEMBLE_FILE = "ensemble.json"  # core.registry.ENSEMBLE_FILE once core.trust ships
 
 HELP = {
     "kappa": (
@@ -164,14 +160,6 @@ def calibration_ui(calibration: dict[str, Any] | None, container: Any = st) -> b
     )
     right.caption(HELP["risk_coverage"])
     return True
-
-
-def ensemble_dirs(root: str | os.PathLike) -> list[Path]:
-    """Ensemble folders (``ensemble.json``) of a registry, which ``registry.runs`` skips."""
-    base = Path(root)
-    if not base.is_dir():
-        return []
-    return [p for p in sorted(base.iterdir()) if (p / ENSEMBLE_FILE).is_file()]
 
 
 def trust_rows(entries: list[dict[str, Any]], flag: str) -> list[dict[str, Any]]:

@@ -196,7 +196,9 @@ def prediction_panel_ui(
         )
     name = labels[predicted] if predicted < len(labels) else str(predicted)
     body.markdown(
-        f"Predicted: **{name}** ({proba[predicted]:.1%} calibrated) · uncertainty "
+        f"Model predicted: **{name}** ({proba[predicted]:.1%}"
+        + (", calibrated" if result.get("fitted") else ", not calibrated")
+        + f") · uncertainty "
         f"**{result['uncertainty']:.2f}**",
         help=HELP["calibrated"] + " " + HELP["uncertainty"],
     )
@@ -217,3 +219,35 @@ def prediction_panel_ui(
         "refer": bool(result.get("refer")),
         "is_ood": bool(result.get("is_ood")),
     }
+
+
+def checked_prediction_ui(
+    run_path: str,
+    x: np.ndarray,
+    labels: Sequence[str],
+    flag: str,
+    *,
+    key: str,
+    true_index: Sequence[int] = (),
+    container: Any = st,
+) -> dict[str, Any] | None:
+    """The one call a page makes where it shows a prediction: assess ``x`` with the run's
+    predictor (cached) and draw :func:`prediction_panel_ui`.
+
+    Returns:
+        :func:`prediction_panel_ui`'s dict, or None for multi-label datasets (calibration,
+        refer and the OOD guard are fitted for one-label tasks) and when the check failed
+        (the error is shown with its next steps).
+    """
+    from app import cache
+    from app import widgets as w
+
+    if info.is_multilabel(flag):
+        return None
+    shown = None
+    with w.guard("checking how far to trust this prediction"):
+        result = cache.assessment(run_path, np.asarray(x, dtype=np.float32))
+        shown = prediction_panel_ui(
+            result, labels, flag, key=key, true_index=true_index, container=container
+        )
+    return shown

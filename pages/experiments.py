@@ -11,7 +11,7 @@ import streamlit as st
 
 from app import cache, clinical_ui, describe, figures
 from app import widgets as w
-from core import config, info
+from core import info, registry
 from core.results import acc_standard_error, group_runs, mean_std_text
 
 st.title("Experiments")
@@ -133,7 +133,7 @@ entries = [
     for r in all_runs
     if describe.run_dataset(r) == flag and r.get("status") == "reference"
 ]
-for ens in clinical_ui.ensemble_dirs(config.trained_models_dir()):
+for ens in registry.ensemble_dirs():
     ens_cal = cache.run_file(str(ens), "calibration.json") or {}
     if ens_cal.get("dataset") == flag:
         entries.append(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app import cache, describe, figures, state
+from app import cache, describe, figures, state, trust_ui
 from app import volume as v3d
 from app import widgets as w
 from core import info
@@ -75,10 +75,9 @@ if run is not None:
             container=side,
         )
         cam = cache.heatmap(run["path"], x, w.CAM_METHODS[method_name], target)
-        side.caption(
-            f"Model says **{labels[int(np.argmax(probs))]}** ({probs.max():.0%})."
-            if len(labels) == len(probs)
-            else ""
+    with st.container(border=True):  # the panel may open an expander: no nesting in one
+        trust_ui.checked_prediction_ui(
+            run["path"], x, labels, flag, key="volume", true_index=[int(y[index, 0])]
         )
 else:
     side.caption("Pick a 3D model to overlay its Grad-CAM heatmap.")

@@ -48,6 +48,8 @@ def env(tmp_path_factory):
     with synthetic_environment(tmp) as values:
         root = Path(values["TRAINED_MODELS_DIR"])
         run = make_run(root, "retinamnist", "cnn2d", seed=0, name="retina-ref")
+        make_run(root, "adrenalmnist3d", "cnn3d", seed=1, name="adrenal-run")
+        make_run(root, "retinamnist", "cnn2d", seed=2, name="retina-plain")  # no trust files
         catalog.promote(run, root, by="test")
         registry.write_json_atomic(run / "calibration.json", _calibration("retinamnist", []))
         ens = root / "retina-ens"
@@ -113,3 +115,31 @@ def test_trust_rows_sorted_on_val_only():
     rows = clinical_ui.trust_rows(entries, "retinamnist")
     assert [r["model"] for r in rows[:2]] == ["b", "a"]  # the better test AUC does not lead
     assert all(r["kind"] == "published" for r in rows[2:]) and len(rows) > 2
+
+
+@pytest.mark.parametrize(
+    ("page", "query"),
+    [
+        ("samples", {"run": "retina-plain"}),
+        ("gradcam", {"run": "retina-plain"}),
+        ("volume", {"run": "adrenal-run", "dataset": "adrenalmnist3d"}),
+    ],
+)
+def test_pages_show_the_prediction_through_the_trust_panel(env, page, query):
+    """Without calibration.json the panel says so and shows the raw probabilities."""
+    import streamlit as st
+
+    st.cache_data.clear()
+    at = AppTest.from_file(HOME, default_timeout=180).run()
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.switch_page(f"../pages/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    text = " ".join(m.value for m in at.markdown) + " ".join(c.value for c in at.caption)
+    assert "predicted: **" in text and "not calibrated" in text, text[:2000]
+    titles = [
+        json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "")
+        for c in at.get("plotly_chart")
+    ]
+    assert any(t.startswith("Raw probabilities") for t in titles)

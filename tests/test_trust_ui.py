@@ -128,9 +128,9 @@ def test_foreign_image_warning_comes_before_any_grade():
     # the grade sits only inside the collapsed "show anyway" expander, after the warning
     assert at.expander[0].label.startswith("Show the model's output anyway")
     inside = " ".join(m.value for m in at.expander[0].markdown)
-    assert "Predicted: **Moderate**" in inside and "Refer to a specialist" in inside
+    assert "predicted: **Moderate** (" in inside and "Refer to a specialist" in inside
     outside = [m.value for m in at.main.markdown if m not in at.expander[0].markdown]
-    assert not any("Predicted:" in v for v in outside)
+    assert not any("predicted:" in v for v in outside)
 
 
 def test_in_distribution_case_shows_grade_and_badge():
@@ -138,7 +138,7 @@ def test_in_distribution_case_shows_grade_and_badge():
     assert not at.exception and not at.error and not at.expander
     text = " ".join(m.value for m in at.markdown)
     assert "Refer to a specialist" in text and "uncertainty" in text
-    assert "Predicted: **Moderate**" in text
+    assert "predicted: **Moderate** (" in text
     calm = AppTest.from_function(_panel_app, kwargs={"ood": False, "refer": False}).run()
     assert "reliable range" in " ".join(m.value for m in calm.markdown)
     # every on-screen term carries a help text
