@@ -60,8 +60,9 @@ def ood_message(flag: str) -> str:
     photograph", in the dataset's own modality words (``core.info.modality_noun``)."""
     return (
         f"**This does not look like {info.modality_noun(flag)}.** The model was trained only "
-        f"on {info.python_class(flag)} images, so any grade it gives here is meaningless. "
-        "1. Check that you uploaded the right file. 2. Ask a specialist to read it."
+        f"on {info.python_class(flag)} images, so any grade it gives here is meaningless.\n\n"
+        "1. Check that you uploaded the right file.\n"
+        "2. Ask a specialist to read it."
     )
 
 
