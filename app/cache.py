@@ -63,6 +63,15 @@ def runs(root: str | None = None) -> list[dict[str, Any]]:
     return catalog.order_runs(out)
 
 
+@st.cache_data(ttl=5, max_entries=16, show_spinner=False)  # JSON only, like runs()
+def best_on_val(flag: str) -> dict[str, Any] | None:
+    """The reference run or fitted ensemble of ``flag`` with the best validation AUC
+    (``core.catalog.best_on_val``): what Home recommends and prediction panels default to."""
+    from core import catalog
+
+    return catalog.best_on_val(runs(), catalog.ensembles(), flag)
+
+
 @st.cache_data(ttl=30, show_spinner=False, max_entries=64)  # small JSON files
 def run_file(run_path: str, name: str) -> Any:
     """``history.json``, ``evaluation.json``, ``quantized/results.json`` ... of a run, or None."""

@@ -252,3 +252,27 @@ def checked_prediction_ui(
             result, labels, flag, key=key, true_index=true_index, container=container
         )
     return shown
+
+
+def prediction_source_ui(
+    run: dict[str, Any], best: dict[str, Any] | None, *, key: str, container: Any = st
+) -> str:
+    """Which registry folder predicts: the picked run, or the dataset's ensemble when that is
+    the best on validation AUC (then on by default, with a toggle to use the picked run).
+
+    Returns:
+        The path to hand to :func:`checked_prediction_ui`.
+    """
+    if not best or best.get("kind") != "ensemble":
+        return run["path"]
+    val = (best.get("metrics") or {}).get("val") or {}
+    use = container.toggle(
+        f"Predict with the ensemble `{best['name']}`",
+        value=True,
+        key=key,
+        help="An ensemble averages several trained models; it is the best model for this "
+        "dataset on the validation images"
+        + (f" (AUC {val['auc']:.3f})" if isinstance(val.get("auc"), int | float) else "")
+        + ". Switch it off to see the model picked in the sidebar alone.",
+    )
+    return best["path"] if use else run["path"]

@@ -193,7 +193,7 @@ with right:
         st.info("Pick a model in the sidebar to see its predicted probabilities.")
     else:
         checked = trust_ui.checked_prediction_ui(
-            run["path"],
+            trust_ui.prediction_source_ui(run, cache.best_on_val(flag), key="samples_ensemble"),
             cache.model_split(flag, split, size)[0][current],
             labels,
             flag,

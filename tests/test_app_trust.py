@@ -54,7 +54,8 @@ def env(tmp_path_factory):
         registry.write_json_atomic(run / "calibration.json", _calibration("retinamnist", []))
         ens = root / "retina-ens"
         ens.mkdir()
-        registry.write_json_atomic(ens / "ensemble.json", {"members": ["retina-ref"]})
+        spec = {"members": ["retina-ref"], "dataset": "retinamnist", "kind": "ensemble"}
+        registry.write_json_atomic(ens / "ensemble.json", spec)
         metrics = {"val": {"auc": 0.99, "acc": 0.9}, "test": {"auc": 0.77, "acc": 0.58}}
         registry.write_json_atomic(ens / "metrics.json", metrics)
         registry.write_json_atomic(
@@ -120,7 +121,7 @@ def test_trust_rows_sorted_on_val_only():
 @pytest.mark.parametrize(
     ("page", "query"),
     [
-        ("samples", {"run": "retina-plain"}),
+        ("samples", {"run": "retina-plain", "dataset": "retinamnist"}),
         ("gradcam", {"run": "retina-plain"}),
         ("volume", {"run": "adrenal-run", "dataset": "adrenalmnist3d"}),
     ],
@@ -135,6 +136,12 @@ def test_pages_show_the_prediction_through_the_trust_panel(env, page, query):
         at.query_params[key] = value
     at.switch_page(f"../pages/{page}.py").run()
     assert not at.exception, [e.value for e in at.exception]
+    if page == "samples":
+        # the ensemble is best on val, so it predicts by default; switch to the picked run
+        toggle = at.toggle(key="samples_ensemble")
+        assert toggle.value is True and "retina-ens" in toggle.label
+        toggle.set_value(False).run()
+        assert not at.exception
     assert not at.error, [e.value for e in at.error]
     text = " ".join(m.value for m in at.markdown) + " ".join(c.value for c in at.caption)
     assert "predicted: **" in text and "not calibrated" in text, text[:2000]
@@ -143,3 +150,47 @@ def test_pages_show_the_prediction_through_the_trust_panel(env, page, query):
         for c in at.get("plotly_chart")
     ]
     assert any(t.startswith("Raw probabilities") for t in titles)
+
+
+def test_best_on_val_picks_runs_or_ensembles_on_validation_auc_only():
+    from core import catalog
+
+    def run(name, dataset, val, test, reference=True):
+        cfg = {"dataset": dataset, "arm": name if reference else None}
+        metrics = {"val": {"auc": val}, "test": {"auc": test}}
+        if reference:
+            metrics["summary"] = {}
+        return {"name": name, "path": f"/r/{name}", "config": cfg, "metrics": metrics}
+
+    runs = [
+        run("a", "retinamnist", 0.80, 0.76),
+        run("b", "retinamnist", 0.82, 0.70),
+        run("c", "retinamnist", 0.95, 0.90, reference=False),  # experimental: never default
+        run("d", "adrenalmnist3d", 0.88, 0.87),
+    ]
+    ens = [
+        {
+            "name": "e",
+            "dataset": "retinamnist",
+            "kind": "ensemble",
+            "metrics": {"val": {"auc": 0.81}},
+        }
+    ]
+    assert catalog.best_on_val(runs, ens, "retinamnist")["name"] == "b"
+    ens[0]["metrics"]["val"]["auc"] = 0.83
+    best = catalog.best_on_val(runs, ens, "retinamnist")
+    assert best["name"] == "e" and best["kind"] == "ensemble"
+    assert catalog.best_on_val(runs, ens, "adrenalmnist3d")["kind"] == "run"
+    assert catalog.best_on_val(runs, ens, "pathmnist") is None
+
+
+def test_home_recommends_the_best_on_val(env):
+    import streamlit as st
+
+    st.cache_data.clear()
+    at = AppTest.from_file(HOME, default_timeout=180).run()
+    assert not at.exception
+    table = _frame(at, "recommended")
+    by_dataset = dict(zip(table["dataset"], table["recommended"], strict=True))
+    retina = next(k for k in by_dataset if "Retina" in k)
+    assert by_dataset[retina] == "retina-ens"
