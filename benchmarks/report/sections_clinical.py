@@ -184,6 +184,23 @@ def section_decision_rules(study: dict[str, Any] | None) -> list[str]:
                 s["chosen_rule"],
             ]
         )
+    changed = [s for s in runs if s["chosen_rule"] != "argmax"]
+    if changed:
+        moves = ", ".join(
+            f"`{s['run']}` {s['rules']['argmax']['test']['acc']:.3f} → "
+            f"{s['rules'][s['chosen_rule']]['test']['acc']:.3f} ({s['chosen_rule']})"
+            for s in changed
+        )
+        kept = [f"`{s['run']}`" for s in runs if s["chosen_rule"] == "argmax"]
+        lines += [
+            "Where val picks a rule other than argmax, test ACC moves: "
+            + moves
+            + (f"; argmax stays for {', '.join(kept)}." if kept else ".")
+            + " The official ACC columns elsewhere in this report stay argmax (the MedMNIST "
+            "rule); the val-chosen rule is stored per run in `evaluation.json` "
+            "(`clinical.ordinal_rule`).",
+            "",
+        ]
     true_counts = " ".join(str(c) for c in runs[0]["counts"]["test"]["true"])
     lines += md_table(
         [
