@@ -48,6 +48,12 @@ HELP = {
         "it saw in its training images. An image unlike all of them (another kind of scan, a "
         "photo, noise) gets no reliable grade, whatever the percentages say."
     ),
+    "rule": (
+        "For this model, taking the single most probable grade was less accurate on the "
+        "validation images than a rule that reads the whole spread of probabilities (the "
+        "expected grade, cut at thresholds chosen on the validation images). This is the "
+        "grade that rule gives."
+    ),
     "not_fitted": (
         "This run has no trust values yet (no calibration.json): probabilities are the raw, "
         "uncalibrated model output and no out-of-distribution check ran."
@@ -153,6 +159,7 @@ def prediction_panel_ui(
     key: str,
     true_index: Sequence[int] = (),
     container: Any = st,
+    rule_grade: tuple[int, str] | None = None,
 ) -> dict[str, Any]:
     """Draw the OOD warning first, then the refer badge, the prediction and the bars.
 
@@ -166,6 +173,8 @@ def prediction_panel_ui(
         key: widget-key prefix.
         true_index: the true class(es), when known.
         container: where to draw.
+        rule_grade: ``(grade, rule name)`` when the run's decision rule chosen on val is not
+            argmax (``evaluation.json`` ``clinical.ordinal_rule``); shown beside the argmax.
 
     Returns:
         ``{"shown_grade": bool, "predicted": int, "refer": bool, "is_ood": bool}``.
@@ -203,6 +212,13 @@ def prediction_panel_ui(
         f"**{result['uncertainty']:.2f}**",
         help=HELP["calibrated"] + " " + HELP["uncertainty"],
     )
+    if rule_grade is not None and rule_grade[0] != predicted:
+        grade, rule = rule_grade
+        body.markdown(
+            f"Grade by this model's validation-chosen rule ({rule}): "
+            f"**{labels[grade] if grade < len(labels) else grade}**",
+            help=HELP["rule"],
+        )
     kind = result.get("band_kind")
     fig = trust_figures.calibrated_probability_chart(
         proba,
@@ -249,9 +265,33 @@ def checked_prediction_ui(
     with w.guard("checking how far to trust this prediction"):
         result = cache.assessment(run_path, np.asarray(x, dtype=np.float32))
         shown = prediction_panel_ui(
-            result, labels, flag, key=key, true_index=true_index, container=container
+            result,
+            labels,
+            flag,
+            key=key,
+            true_index=true_index,
+            container=container,
+            rule_grade=_rule_grade(run_path, x),
         )
     return shown
+
+
+def _rule_grade(run_path: str, x: np.ndarray) -> tuple[int, str] | None:
+    """The grade of the run's val-chosen ordinal rule when it is not argmax, else None.
+
+    The rule was fitted on the model's raw softmax, so it is applied to the raw output.
+    """
+    from app import cache
+    from core import ordinal
+
+    evaluation = cache.run_file(run_path, "evaluation.json") or {}
+    rule = ((evaluation.get("clinical") or {}).get("ordinal_rule")) or {}
+    if rule.get("rule") in (None, "argmax"):
+        return None
+    raw = cache.probabilities(run_path, np.asarray(x, dtype=np.float32))
+    grade = ordinal.predict_grades(raw[None], rule["rule"], rule.get("cuts"))[0]
+    name = "cut points on the expected grade" if rule["rule"] == "cutpoints" else "expected grade"
+    return int(grade), name
 
 
 def prediction_source_ui(

@@ -110,7 +110,7 @@ def test_chart_draws_the_band_as_error_bars():
     assert fig.data[0].marker.color[1] == "#2e7d32"  # the true class stands out
 
 
-def _panel_app(ood: bool, refer: bool) -> None:
+def _panel_app(ood: bool, refer: bool, rule_grade=None) -> None:
     import numpy as np
     from test_trust_ui import GRADES, StubPredictor
 
@@ -118,7 +118,7 @@ def _panel_app(ood: bool, refer: bool) -> None:
 
     pred = StubPredictor([[0.5, 0.2, 3.0, 0.1, 0.0]], ood=ood, refer=refer)
     res = trust_ui.assess_one(pred, np.zeros((28, 28, 3), dtype=np.float32))
-    trust_ui.prediction_panel_ui(res, GRADES, "retinamnist", key="t")
+    trust_ui.prediction_panel_ui(res, GRADES, "retinamnist", key="t", rule_grade=rule_grade)
 
 
 def test_foreign_image_warning_comes_before_any_grade():
@@ -143,3 +143,15 @@ def test_in_distribution_case_shows_grade_and_badge():
     assert "reliable range" in " ".join(m.value for m in calm.markdown)
     # every on-screen term carries a help text
     assert all(m.help for m in calm.markdown)
+
+
+def test_val_chosen_rule_grade_shown_only_when_it_differs():
+    differs = AppTest.from_function(
+        _panel_app, kwargs={"ood": False, "refer": False, "rule_grade": (3, "cut points")}
+    ).run()
+    text = " ".join(m.value for m in differs.markdown)
+    assert "validation-chosen rule (cut points): **Severe NPDR**" in text
+    same = AppTest.from_function(
+        _panel_app, kwargs={"ood": False, "refer": False, "rule_grade": (2, "cut points")}
+    ).run()
+    assert "validation-chosen rule" not in " ".join(m.value for m in same.markdown)
