@@ -122,3 +122,23 @@ def test_tta_views_use_only_training_flips():
     x3 = np.arange(4 * 4 * 4, dtype=np.float32).reshape(1, 4, 4, 4, 1)
     v3 = tta_views(x3, True)
     assert len(v3) == 8 and len({v.tobytes() for v in v3}) == 8
+
+
+def test_report_trust_section_reads_every_calibration_json(trust_root):
+    from benchmarks.report.sections_trust import section_trust
+    from core.trust import ensemble, fit
+
+    assert "No run has trust values yet" in "\n".join(section_trust())
+    _save_tiny("tiny_a", 0)
+    res = fit.fit("tiny_a")
+    ensemble.write_spec(
+        registry.root_dir() / "ens", FLAG, ["tiny_a"], True, {}, [], info.task(FLAG)
+    )
+    res_ens = fit.fit("ens")
+    text = "\n".join(section_trust())
+    for r in (res, res_ens):
+        row = next(line for line in text.splitlines() if line.startswith(f"| `{r['run']}` | "))
+        assert f"{r['temperature']:.3f}" in row
+    det = res["ood"]["detector"]
+    flagged = res["ood"]["test"][det]["in_distribution_flagged"]
+    assert f"| `tiny_a` | {det} | {flagged:.3f} |" in text

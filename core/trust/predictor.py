@@ -236,7 +236,7 @@ class Predictor:
 def _member_stats(stats: dict[str, np.ndarray], key: str) -> dict[str, np.ndarray] | None:
     if f"{key}_means" not in stats:
         return None
-    return {"means": stats[f"{key}_means"], "precision": stats[f"{key}_precision"]}
+    return {k: stats[f"{key}_{k}"] for k in ("means", "scale", "precision")}
 
 
 def component_score(
@@ -250,8 +250,8 @@ def component_score(
     Args:
         component: one of ``core.trust.ood.COMPONENTS``.
         out: the forward pass.
-        stats: ``ood.npz`` contents (``{i}_means``/``{i}_precision`` per member,
-            ``input_means``/``input_precision``).
+        stats: ``ood.npz`` contents (``{i}_means``/``_scale``/``_precision`` per member,
+            and the same three for ``input``).
         norm: ``[[val median, val threshold], ...]`` per member (one entry for ``input``).
 
     Returns:
