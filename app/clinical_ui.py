@@ -40,6 +40,13 @@ HELP = {
         "class): sensitivity (recall) = share of this class found; specificity = share of the "
         "other classes not called this class."
     ),
+    "rule": (
+        "Taking the most probable grade (argmax, the official MedMNIST rule) ignores that "
+        "grades are ordered. The alternatives read the expected grade (the probability-"
+        "weighted mean grade), rounded or cut at thresholds fitted on the validation images; "
+        "the rule with the best validation accuracy (cross-validated within validation for "
+        "the fitted thresholds) is chosen. The test split never chooses."
+    ),
     "reliability": (
         "Reliability diagram: cases are grouped by the model's confidence; a calibrated model's "
         "points lie on the diagonal (70 % confident → 70 % right). ECE = the average gap."
@@ -92,7 +99,7 @@ def clinical_summary_ui(evaluation: dict[str, Any] | None, flag: str, container:
         if op:
             t = op["test"]
             cols[3].metric(
-                "Referral threshold (val) on test",
+                "Referral rule on test: sens. / spec.",
                 f"{_fmt(t.get('sensitivity'), True)} / {_fmt(t.get('specificity'), True)}",
                 help=HELP["operating_point"] + f" Threshold {op['threshold']:.3f} on P(grade ≥ 2).",
             )
@@ -107,6 +114,16 @@ def clinical_summary_ui(evaluation: dict[str, Any] | None, flag: str, container:
         )
         cols[2].metric(
             "Test specificity", _fmt(t.get("specificity"), True), help=HELP["operating_point"]
+        )
+    rule = block.get("ordinal_rule")
+    if rule and rule.get("rule") != "argmax":
+        t = rule["test"]
+        container.markdown(
+            f"Decision rule chosen on validation: **{rule['rule']}** (val accuracy "
+            + ", ".join(f"{k} {v:.3f}" for k, v in rule["val_acc"].items())
+            + f"); on test it gives ACC **{t['acc']:.3f}** and kappa "
+            f"**{t['kappa_quadratic']:.3f}** against argmax's official figures.",
+            help=HELP["rule"],
         )
     container.markdown("**Per class (test split)**", help=HELP["per_class"])
     container.dataframe(

@@ -115,10 +115,11 @@ def reliability_chart(reliability: dict[str, dict[str, Any]], title: str):
     fig.update_layout(
         xaxis=dict(title="mean confidence in bin", range=[0, 1]),
         yaxis=dict(title="accuracy in bin", range=[0, 1]),
-        height=380,
-        margin=dict(l=10, r=10, t=36, b=10),
+        height=430,
+        margin=dict(l=10, r=10, t=36, b=90),
         title=dict(text=title, font=dict(size=14)),
-        legend=dict(orientation="h"),
+        # below the axis title, not on it
+        legend=dict(orientation="h", y=-0.28, yanchor="top"),
     )
     return fig
 
@@ -170,9 +171,10 @@ def risk_coverage_chart(
     fig.update_layout(
         xaxis=dict(title="coverage (share of cases the model keeps)", range=[0, 1]),
         yaxis=dict(title="accuracy on kept cases", range=[0, 1.02]),
-        height=380,
-        margin=dict(l=10, r=10, t=36, b=10),
+        height=430,
+        margin=dict(l=10, r=10, t=36, b=90),
         title=dict(text=title, font=dict(size=14)),
-        legend=dict(orientation="h"),
+        # below the axis title, not on it
+        legend=dict(orientation="h", y=-0.28, yanchor="top"),
     )
     return fig
