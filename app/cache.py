@@ -204,10 +204,10 @@ def predictor(run_path: str):
 @st.cache_data(max_entries=64, ttl=3600, show_spinner=False)  # a few floats each
 def assessment(run_path: str, x: np.ndarray) -> dict[str, Any]:
     """Calibrated probabilities, uncertainty band, OOD and refer verdicts of one input ``x``
-    (no batch axis): ``app.trust_ui.assess_one``."""
-    from app import trust_ui
+    (no batch axis): ``app.trust_assess.assess_one``."""
+    from app import trust_assess
 
-    return trust_ui.assess_one(predictor(run_path), x)
+    return trust_assess.assess_one(predictor(run_path), x)
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading the TFLite model…")  # ≤ 8 variants
