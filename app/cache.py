@@ -63,6 +63,15 @@ def runs(root: str | None = None) -> list[dict[str, Any]]:
     return catalog.order_runs(out)
 
 
+@st.cache_data(ttl=5, max_entries=16, show_spinner=False)  # JSON only, like runs()
+def best_on_val(flag: str) -> dict[str, Any] | None:
+    """The reference run or fitted ensemble of ``flag`` with the best validation AUC
+    (``core.catalog.best_on_val``): what Home recommends and prediction panels default to."""
+    from core import catalog
+
+    return catalog.best_on_val(runs(), catalog.ensembles(), flag)
+
+
 @st.cache_data(ttl=30, show_spinner=False, max_entries=64)  # small JSON files
 def run_file(run_path: str, name: str) -> Any:
     """``history.json``, ``evaluation.json``, ``quantized/results.json`` ... of a run, or None."""
@@ -187,6 +196,25 @@ def probabilities(run_path: str, x: np.ndarray) -> np.ndarray:
     from core import evaluation
 
     return evaluation.predict(load_model(run_path), x[None])[0]
+
+
+# 4 predictors (a model, or an ensemble's members, plus their trust values); no ttl as above
+@st.cache_resource(max_entries=4, show_spinner="Loading the model and its trust values…")
+def predictor(run_path: str):
+    """``core.registry.load_predictor`` of a run or ensemble folder, shared by every session."""
+    from core import registry
+
+    freeze_libraries()
+    return registry.load_predictor(run_path)
+
+
+@st.cache_data(max_entries=64, ttl=3600, show_spinner=False)  # a few floats each
+def assessment(run_path: str, x: np.ndarray) -> dict[str, Any]:
+    """Calibrated probabilities, uncertainty band, OOD and refer verdicts of one input ``x``
+    (no batch axis): ``app.trust_assess.assess_one``."""
+    from app import trust_assess
+
+    return trust_assess.assess_one(predictor(run_path), x)
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading the TFLite model…")  # ≤ 8 variants

@@ -88,6 +88,49 @@ def default_run(
     return ordered[0] if ordered else None
 
 
+def ensembles(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """The registry's fitted ensembles as ``{"name", "path", "dataset", "metrics", "kind"}``.
+
+    Ensemble folders (``core.trust``) hold ``ensemble.json`` and no ``config.json``, so
+    ``registry.runs`` skips them; one without ``metrics.json`` (not fitted yet) is left out.
+    """
+    out = []
+    for path in registry.ensemble_dirs(root):
+        try:
+            spec = registry.read_json(path, registry.ENSEMBLE_FILE) or {}
+            metrics = registry.read_json(path, "metrics.json") or {}
+        except registry.RunFileError:
+            continue
+        if isinstance(spec, dict) and metrics and spec.get("dataset"):
+            out.append(
+                {
+                    "name": path.name,
+                    "path": str(path),
+                    "dataset": spec["dataset"],
+                    "metrics": metrics,
+                    "kind": "ensemble",
+                }
+            )
+    return out
+
+
+def best_on_val(
+    runs: Sequence[dict[str, Any]], fitted_ensembles: Sequence[dict[str, Any]], dataset: str
+) -> dict[str, Any] | None:
+    """The reference run or ensemble of ``dataset`` with the best **validation** AUC.
+
+    Returns:
+        The run dict (``kind`` "run") or ensemble dict (``kind`` "ensemble"), or None. Ties go
+        to the single run (cheaper to run and explainable with Grad-CAM).
+    """
+    candidates = [{**r, "kind": "run"} for r in runs if is_reference(r) and _dataset(r) == dataset]
+    candidates += [e for e in fitted_ensembles if e.get("dataset") == dataset]
+    scored = [c for c in candidates if val_auc(c) > -math.inf]
+    if not scored:
+        return None
+    return max(scored, key=lambda c: (val_auc(c), c["kind"] == "run"))
+
+
 def _dataset(run: dict[str, Any]) -> str:
     return str((run.get("config") or {}).get("dataset", ""))
 

@@ -227,6 +227,33 @@ def modality_note(flag: str) -> str:
     return "CT intensity"
 
 
+# What one image of each dataset *is*, in words a clinician uses ("this does not look like a
+# retinal fundus photograph"). INFO's descriptions are paragraphs; these are the nouns.
+_MODALITY_NOUN = {
+    "retinamnist": "a retinal fundus photograph",
+    "pneumoniamnist": "a chest X-ray",
+    "chestmnist": "a chest X-ray",
+    "breastmnist": "a breast ultrasound image",
+    "dermamnist": "a dermatoscopic skin image",
+    "pathmnist": "a colon pathology slide",
+    "bloodmnist": "a blood cell microscope image",
+    "octmnist": "a retinal OCT scan",
+    "adrenalmnist3d": "an adrenal gland shape mask from CT",
+    "vesselmnist3d": "a brain vessel shape mask from MRA",
+    "nodulemnist3d": "a lung nodule CT volume",
+}
+
+
+def modality_noun(flag: str) -> str:
+    """What one image of ``flag`` is, with its article ("a retinal fundus photograph").
+
+    Raises:
+        ValueError: unknown flag.
+    """
+    dataset_info(flag)
+    return _MODALITY_NOUN.get(flag, f"an image like the {python_class(flag)} training images")
+
+
 def python_class(flag: str) -> str:
     return dataset_info(flag)["python_class"]
 

@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from core import data, evaluation, info, registry
+from core import clinical, data, evaluation, info, registry
 from core.config import OVERRIDE_SPLITS, TrainConfig
 from core.models import build_model, compile_model, prepare_input
 from core.models import io as model_io
@@ -389,12 +389,15 @@ def run(
         model_io.round_trained_to_float16(result.model)
     task = info.task(cfg.dataset)
     labels = info.label_names(cfg.dataset)
-    val = evaluation.evaluate(
-        split_data.y_val, evaluation.predict(result.model, split_data.x_val), task
-    )
+    val_scores = evaluation.predict(result.model, split_data.x_val)
+    val = evaluation.evaluate(split_data.y_val, val_scores, task)
     test_scores = evaluation.predict(result.model, split_data.x_test)
     test = evaluation.evaluate(split_data.y_test, test_scores, task)
     evaluation_report = evaluation.report(split_data.y_test, test_scores, task, labels)
+    # kappa, referable disease, per-class sensitivity/specificity; thresholds chosen on val
+    evaluation_report["clinical"] = clinical.clinical_report(
+        split_data.y_test, test_scores, task, labels, cfg.dataset, split_data.y_val, val_scores
+    )
     path = data.file_path(cfg.dataset, cfg.size, data_root)
     config_dict = {
         **cfg.to_dict(),

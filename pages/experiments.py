@@ -9,9 +9,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import cache, describe, figures
+from app import cache, clinical_ui, describe, figures
 from app import widgets as w
-from core import info
+from core import info, registry
 from core.results import acc_standard_error, group_runs, mean_std_text
 
 st.title("Experiments")
@@ -122,6 +122,40 @@ if info.PUBLISHED.get(flag):
 else:
     st.caption(f"Our published-benchmark table has no entry for {flag}.")
 
+st.subheader("Single models and ensembles against the published table")
+entries = [
+    {
+        "name": r["name"],
+        "kind": "single model",
+        "metrics": r["metrics"],
+        "calibration": cache.run_file(r["path"], "calibration.json"),
+    }
+    for r in all_runs
+    if describe.run_dataset(r) == flag and r.get("status") == "reference"
+]
+for ens in registry.ensemble_dirs():
+    ens_cal = cache.run_file(str(ens), "calibration.json") or {}
+    if ens_cal.get("dataset") == flag:
+        entries.append(
+            {
+                "name": ens.name,
+                "kind": "ensemble of " + ", ".join(ens_cal.get("members") or []),
+                "metrics": cache.run_file(str(ens), "metrics.json"),
+                "calibration": ens_cal,
+            }
+        )
+st.dataframe(
+    pd.DataFrame(clinical_ui.trust_rows(entries, flag)),
+    hide_index=True,
+    key="experiments_trust_table",
+)
+st.caption(
+    "Sorted by validation AUC, the only column that chooses anything. ECE: the average gap "
+    "between confidence and accuracy before and after calibration. Kept / accuracy on kept: "
+    "the share of test cases the model grades itself at the refer threshold chosen on the "
+    "validation images, and its accuracy on them (the rest go to a specialist)."
+)
+
 st.divider()
 st.header("One run in detail")
 run = w.run_picker_ui(all_runs, key="experiments_run", label="Run", dataset=flag)
@@ -140,8 +174,8 @@ w.metric_vs_published(flag, metrics.get("test") or {})
 
 history = cache.run_file(run["path"], "history.json")
 evaluation = cache.run_file(run["path"], "evaluation.json")
-curves, roc_tab, confusion_tab, per_class_tab = st.tabs(
-    ["Training curves", "ROC curves", "Confusion matrix", "Per-class metrics"]
+curves, roc_tab, confusion_tab, per_class_tab, trust_tab = st.tabs(
+    ["Training curves", "ROC curves", "Confusion matrix", "Per-class metrics", "Trust & clinical"]
 )
 with curves, w.guard("drawing the training curves"):
     if not history:
@@ -244,3 +278,7 @@ with per_class_tab, w.guard("showing per-class metrics"):
     else:
         named = [{**r, "label": info.display_label(flag, r.get("label", ""))} for r in rows]
         st.dataframe(pd.DataFrame(named), hide_index=True, key="experiments_per_class")
+
+with trust_tab, w.guard("showing the trust and clinical metrics"):
+    clinical_ui.clinical_summary_ui(evaluation, flag)
+    clinical_ui.calibration_ui(cache.run_file(run["path"], "calibration.json"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app import cache, describe, explain_ui, figures, state
+from app import cache, describe, explain_ui, figures, state, trust_ui
 from app import widgets as w
 from core import info, registry
 from core.results import alignment_rows
@@ -221,11 +221,15 @@ with w.guard("running the model"):
         labels, probs, key="gradcam_target", context=(run["path"], origin), container=side
     )
     predicted = int(np.argmax(probs))
-    pred_name = labels[predicted] if predicted < len(labels) else str(predicted)
     target_name = labels[target] if target < len(labels) else str(target)
     st.markdown(
         f"**{describe.dataset_title(flag)}** · `{run['name']}` · {origin} · true label: "
-        f"**{true_text}** · predicted: **{pred_name}** ({probs[predicted]:.1%})"
+        f"**{true_text}**"
+    )
+    # OOD warning before any grade, then the refer badge and calibrated bars (app.trust_ui)
+    own_truth = list(truth) if source == "Dataset sample" else []
+    trust_ui.checked_prediction_ui(
+        run["path"], x, labels, flag, key="gradcam", true_index=own_truth
     )
     titles = {m: explain.method_info(m)["title"] for m in methods}
     # the heading names the class the maps explain, and whether the model predicted it

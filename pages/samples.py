@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app import cache, describe, figures, state
+from app import cache, describe, figures, state, trust_ui
 from app import widgets as w
 from core import info
 from core.results import outcome_table
@@ -192,11 +192,20 @@ with right:
     if outcome is None:
         st.info("Pick a model in the sidebar to see its predicted probabilities.")
     else:
-        st.plotly_chart(
-            figures.probability_chart(probs[current], labels, true_idx),
-            key="samples_probs",
-            width="stretch",
+        checked = trust_ui.checked_prediction_ui(
+            trust_ui.prediction_source_ui(run, cache.best_on_val(flag), key="samples_ensemble"),
+            cache.model_split(flag, split, size)[0][current],
+            labels,
+            flag,
+            key="samples",
+            true_index=true_idx,
         )
+        if checked is None:  # multi-label: raw probabilities, no trust checks
+            st.plotly_chart(
+                figures.probability_chart(probs[current], labels, true_idx),
+                key="samples_probs",
+                width="stretch",
+            )
         verdict_text = "correct" if outcome["correct"][current] else "incorrect"
         st.markdown(
             f"Model `{run['name']}` is **{verdict_text}** on this sample; it gives the true "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app import cache, describe, explain_ui, figures, state
+from app import cache, describe, explain_ui, figures, state, trust_ui
 from app import volume as v3d
 from app import widgets as w
 from app.volume_upload_ui import volume_upload_ui
@@ -114,10 +114,14 @@ if run is not None:
                 "hint, not as evidence (numbers on the Explanations page).",
                 icon=":material/visibility_off:",
             )
-        side.caption(
-            f"Model says **{labels[int(np.argmax(probs))]}** ({probs.max():.0%})."
-            if len(labels) == len(probs)
-            else ""
+    with st.container(border=True):  # the panel may open an expander: no nesting in one
+        trust_ui.checked_prediction_ui(
+            run["path"],
+            x,
+            labels,
+            flag,
+            key="volume",
+            true_index=[int(y[index, 0])] if source == "Dataset sample" else [],
         )
 else:
     side.caption("Pick a 3D model to overlay its heatmap (where it looked).")

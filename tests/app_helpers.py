@@ -91,7 +91,7 @@ def make_run(
     """Save a random-weight run with real metrics/evaluation files computed on the data."""
     import tf_keras as keras
 
-    from core import data, evaluation, info, models
+    from core import clinical, data, evaluation, info, models
     from core import registry as reg
     from core.config import TrainConfig
 
@@ -103,9 +103,8 @@ def make_run(
     x_val, y_val = data.load_split(flag, "val")
     x_test, y_test = data.load_split(flag, "test")
     scores = evaluation.predict(model, models.prepare_input(family, x_test))
-    val = evaluation.evaluate(
-        y_val, evaluation.predict(model, models.prepare_input(family, x_val)), task
-    )
+    val_scores = evaluation.predict(model, models.prepare_input(family, x_val))
+    val = evaluation.evaluate(y_val, val_scores, task)
     test = evaluation.evaluate(y_test, scores, task)
     name = name or f"{flag}-{family}-s{seed}{'-aug' if augment else ''}"
     metrics = {
@@ -134,6 +133,9 @@ def make_run(
         "dataset_file": info.file_name(flag, 28),
     }
     report = evaluation.report(y_test, scores, task, info.label_names(flag))
+    report["clinical"] = clinical.clinical_report(
+        y_test, scores, task, info.label_names(flag), flag, y_val, val_scores
+    )
     return reg.save_run(model, config_dict, history, metrics, report, root=registry, name=name)
 
 

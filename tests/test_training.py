@@ -265,6 +265,9 @@ def test_run_writes_a_complete_run(synthetic_root, tmp_path):
     report = registry.read_json(run, "evaluation.json")
     assert report["auc"] == pytest.approx(metrics["test"]["auc"])
     assert np.array(report["confusion"]).shape == (5, 5)
+    # clinical metrics beside the official ones: kappa for the ordinal grades, referable DR
+    assert -1.0 <= report["clinical"]["kappa_quadratic"] <= 1.0
+    assert report["clinical"]["referable"]["operating_point"]["chosen_on"] == "val"
     # the saved model reproduces the stored test metrics
     x, y = data.load_split("retinamnist", "test")
     again = evaluation.evaluate(

@@ -83,6 +83,34 @@ def _model_card(run: dict, description: str) -> None:
             st.caption(":material/memory: quantized variants available")
 
 
+def _recommended_section(flags: list[str]) -> None:
+    """Per dataset, the reference run or ensemble with the best validation AUC."""
+    rows = []
+    for flag in flags:
+        best = cache.best_on_val(flag)
+        if not best:
+            continue
+        m = best.get("metrics") or {}
+        rows.append(
+            {
+                "dataset": describe.dataset_title(flag),
+                "recommended": best["name"],
+                "kind": "ensemble" if best.get("kind") == "ensemble" else "single model",
+                "val AUC": (m.get("val") or {}).get("auc"),
+                "test AUC": (m.get("test") or {}).get("auc"),
+                "test ACC": (m.get("test") or {}).get("acc"),
+            }
+        )
+    if rows:
+        st.markdown(
+            "**Recommended model per dataset**",
+            help="Chosen on the validation images only (best validation AUC among the "
+            "reference models and the ensembles); the test columns are reported, never used "
+            "to choose. Prediction panels use an ensemble when it is the recommended model.",
+        )
+        st.dataframe(rows, hide_index=True, key="home_recommended")
+
+
 def _models_section(all_runs: list[dict]) -> None:
     st.subheader("Models in the registry")
     if not all_runs:
@@ -96,6 +124,7 @@ def _models_section(all_runs: list[dict]) -> None:
         )
         return
     flags = sorted({describe.run_dataset(r) for r in all_runs})
+    _recommended_section(flags)
     chosen = st.multiselect(
         "Show datasets",
         flags,

@@ -31,6 +31,7 @@ from benchmarks.report.sections import (
     section_resnet,
     section_transfer,
 )
+from benchmarks.report.sections_clinical import section_clinical
 from benchmarks.report.sections_shipped import (
     section_alignment,
     section_quantization,
@@ -189,6 +190,10 @@ def build_report(
     lines += section_quantization(arms, written["quant"], bench3d)
     lines += ["## 6. Grad-CAM alignment", ""]
     lines += section_alignment(arms, written["gradcam"], overlay_note)
+    lines += ["## 7. Clinical metrics", ""]
+    rules_file = fig_dir / "decision_rules.json"
+    rules_study = json.loads(rules_file.read_text()) if rules_file.is_file() else None
+    lines += section_clinical(arms, rules_study)
     lines += ["## Wall time", ""]
     lines += section_wall_time(arms)
 

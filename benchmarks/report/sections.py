@@ -178,7 +178,25 @@ def section_3d(group: list[Arm]) -> tuple[list[str], list[Verdict]]:
     lines += [f"- {v.text}" for v in verdicts] + [""]
     if chosen:
         lines += [_noise_note(chosen), ""]
+        lines += _budget_note(chosen)
     return lines, verdicts
+
+
+def _budget_note(arm: Arm) -> list[str]:
+    """The epoch budget the arm trained with and where early stopping ended each seed."""
+    cfg = arm.json("config.json") or {}
+    if not isinstance(cfg.get("epochs"), int) or not arm.seeds:
+        return []
+    stops = ", ".join(
+        f"seed {s.get('seed')}: stopped after {s.get('epochs_run')} (best {s.get('best_epoch')})"
+        for s in arm.seeds
+    )
+    return [
+        f"Epoch budget {cfg['epochs']} with early stopping on validation AUC (patience "
+        f"{cfg.get('patience')} after {cfg.get('min_epochs')} epochs; the learning rate halves "
+        f"on plateaus): {stops}. The best epoch's weights ship.",
+        "",
+    ]
 
 
 def _pairs(group: list[Arm]) -> list[tuple[Arm, Arm]]:
