@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from app import state
+from app import cache, state
 from core import auth
 from core.reviews import (
     FILTERS,
@@ -58,16 +58,6 @@ HELP_REFER = (
 )
 
 
-# 2 predictors: the one being reviewed and one more. It holds its own copy of the weights beside
-# app.cache.load_model's (Grad-CAM), so the bound is kept small; no ttl: reloading costs seconds.
-@st.cache_resource(max_entries=2, show_spinner="Loading the model and its trust values…")
-def predictor(run_path: str) -> Any:
-    """``core.registry.load_predictor`` of a run, shared by every session (inference only)."""
-    from core import registry
-
-    return registry.load_predictor(run_path)
-
-
 # 16 = a few runs x 3 splits; N x (classes + 2) floats each (a few kB at MedMNIST sizes)
 @st.cache_data(max_entries=16, ttl=3600, show_spinner="Scoring the cases…")
 def split_trust(run_path: str, flag: str, split: str, size: int) -> dict[str, Any]:
@@ -88,7 +78,7 @@ def split_trust(run_path: str, flag: str, split: str, size: int) -> dict[str, An
     """
     from core import data
 
-    pred = predictor(run_path)
+    pred = cache.predictor(run_path)  # the one app-wide predictor cache (app.cache)
     x, _ = data.load_split(flag, split, size)
     if pred.trust:
         out = pred.assess(x)
