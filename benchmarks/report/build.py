@@ -31,6 +31,7 @@ from benchmarks.report.sections import (
     section_resnet,
     section_transfer,
 )
+from benchmarks.report.sections_explain import section_explanations
 from benchmarks.report.sections_shipped import (
     section_alignment,
     section_quantization,
@@ -180,7 +181,9 @@ def build_report(
 
     lines += ["## 5. Quantization", ""]
     lines += section_quantization(arms, written["quant"])
-    lines += ["## 6. Grad-CAM alignment", ""]
+    lines += ["## 6. Explanations: faithfulness, sanity check, anatomy", ""]
+    lines += section_explanations(arms)
+    lines += ["### Grad-CAM alignment (energy in the anatomy mask)", ""]
     lines += section_alignment(arms, written["gradcam"], overlay_note)
     lines += ["## Wall time", ""]
     lines += section_wall_time(arms)
