@@ -99,11 +99,95 @@ def _consumers(model: keras.Model, layer: keras.layers.Layer) -> list[keras.laye
     ]
 
 
-def default_layer(model: keras.Model) -> str:
-    """The default Grad-CAM layer: the activation of the last convolution.
+# A CAM on a grid of 2 cells per axis or fewer is a few smooth blobs whatever the model does
+# (VGG16 at 32 px: block5_conv3 is 2x2, "-0.0 % vs uniform" on the anatomy score), so no default
+# map may come from one. Every spatial axis of a default layer's grid must be at least this.
+MIN_GRID = 3
 
-    Starts at the last conv layer and follows its single consumer through BatchNorm, activation
-    and residual ``Add`` layers, stopping before pooling, flattening or dropout.
+
+def _grid(layer: keras.layers.Layer) -> tuple[int, ...]:
+    return tuple(int(d) for d in layer.output_shape[1:-1])
+
+
+def _is_colour_transform(layer: keras.layers.Layer) -> bool:
+    # A frozen 1x1 convolution that maps the input channels to as many channels is a fixed
+    # colour transform (VGG16's "caffe_preprocess"), not a feature detector worth explaining.
+    kernel = getattr(layer, "kernel_size", None)
+    filters = getattr(layer, "filters", None)
+    if kernel is None or any(k != 1 for k in kernel) or layer.trainable:
+        return False
+    return filters == int(layer.input_shape[-1])
+
+
+def _follow_activation(model: keras.Model, layer: keras.layers.Layer, rank: int):
+    """From a convolution, follow its single consumer through BatchNorm, activation and
+    residual ``Add`` layers (same grid), stopping before pooling, flattening or dropout."""
+    while True:
+        nxt = _consumers(model, layer)
+        if len(nxt) != 1 or not isinstance(nxt[0], _PASS_THROUGH):
+            return layer
+        if _output_rank(nxt[0]) != rank:
+            return layer
+        layer = nxt[0]
+
+
+def _conv_outputs(model: keras.Model) -> list[keras.layers.Layer]:
+    rank = len(model.input_shape)
+    seen: dict[str, keras.layers.Layer] = {}
+    for conv in model.layers:
+        if not _is_conv(conv) or _is_colour_transform(conv) or _output_rank(conv) != rank:
+            continue
+        out = _follow_activation(model, conv, rank)
+        seen.setdefault(out.name, out)  # a residual block's two convs meet in one Add/ReLU
+    order = {layer.name: i for i, layer in enumerate(model.layers)}
+    return sorted(seen.values(), key=lambda layer: order[layer.name])
+
+
+def candidate_layers(model: keras.Model) -> list[tuple[str, tuple[int, ...]]]:
+    """The layers a CAM may explain by default, with their grid, shallow to deep.
+
+    One entry per convolution: its activation (the convolution followed through BatchNorm,
+    activation and residual ``Add`` layers), whose grid is at least :data:`MIN_GRID` on every
+    spatial axis. Fixed colour transforms (VGG16's ``caffe_preprocess``) are left out.
+
+    Args:
+        model: A flat tf-keras model.
+
+    Returns:
+        ``[(layer_name, grid), ...]`` in graph order, e.g. ``("block4_conv3", (4, 4))``.
+
+    Raises:
+        ValueError: For a nested model.
+    """
+    _check_flat(model)
+    return [
+        (layer.name, _grid(layer))
+        for layer in _conv_outputs(model)
+        if min(_grid(layer)) >= MIN_GRID
+    ]
+
+
+def layer_grid(model: keras.Model, layer_name: str) -> tuple[int, ...]:
+    """The spatial grid of a layer's output, e.g. ``(7, 7)`` or ``(7, 7, 7)``.
+
+    Raises:
+        ValueError: If the model has no such layer.
+    """
+    try:
+        return _grid(model.get_layer(layer_name))
+    except ValueError as exc:
+        raise ValueError(
+            f"model {model.name!r} has no layer {layer_name!r}; spatial layers: "
+            f"{spatial_layers(model)}"
+        ) from exc
+
+
+def default_layer(model: keras.Model) -> str:
+    """The default CAM layer: the deepest convolution activation with a grid of at least
+    :data:`MIN_GRID` cells per axis (the last entry of :func:`candidate_layers`).
+
+    VGG16 at 32 px thus explains ``block4_conv3`` (4x4), not ``block5_conv3`` (2x2). A model
+    whose every convolution is coarser than that gets its finest one.
 
     Args:
         model: A flat tf-keras model with at least one convolution.
@@ -112,24 +196,49 @@ def default_layer(model: keras.Model) -> str:
         The layer name.
 
     Raises:
-        ValueError: If the model has no convolution layer.
+        ValueError: If the model has no convolution layer or is nested.
     """
     _check_flat(model)
-    convs = [layer for layer in model.layers if _is_conv(layer)]
-    if not convs:
+    outputs = _conv_outputs(model)
+    if not outputs:
         raise ValueError(
             f"model {model.name!r} has no convolution layer; pass layer_name= one of "
             f"{spatial_layers(model)}"
         )
-    rank = len(model.input_shape)
-    layer = convs[-1]
-    while True:
-        nxt = _consumers(model, layer)
-        if len(nxt) != 1 or not isinstance(nxt[0], _PASS_THROUGH):
-            return layer.name
-        if _output_rank(nxt[0]) != rank:
-            return layer.name
-        layer = nxt[0]
+    fine = [layer for layer in outputs if min(_grid(layer)) >= MIN_GRID]
+    if fine:
+        return fine[-1].name
+    # every grid is coarse: the finest is the least blurry (the latest among equals)
+    return max(reversed(outputs), key=lambda layer: min(_grid(layer))).name
+
+
+def fused_layers(model: keras.Model, count: int = 3) -> tuple[str, ...]:
+    """Layers for fused LayerCAM: the deepest candidate layer of each of the ``count`` deepest
+    grids (one per resolution stage), shallow to deep.
+
+    Low-resolution inputs need this: the deepest usable grid is coarse (7x7 at 28 px), and the
+    earlier stages add the detail (Jiang et al. 2021, LayerCAM).
+
+    Args:
+        model: A flat tf-keras model.
+        count: How many resolution stages to fuse.
+
+    Returns:
+        Layer names, e.g. ``("block1_relu2", "block2_relu2", "block3_relu2")``.
+
+    Raises:
+        ValueError: If no layer qualifies (see :func:`candidate_layers`).
+    """
+    per_grid: dict[tuple[int, ...], str] = {}
+    for name, grid in candidate_layers(model):
+        per_grid[grid] = name  # graph order: the last one wins, the deepest of its stage
+    names = list(per_grid.values())[-count:]
+    if not names:
+        raise ValueError(
+            f"model {model.name!r} has no convolution with a grid of at least {MIN_GRID} per "
+            f"axis; pass layer_name= a list from {spatial_layers(model)}"
+        )
+    return tuple(names)
 
 
 def _resolve_layer(model: keras.Model, layer_name: str | None) -> str:
