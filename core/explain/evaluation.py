@@ -21,7 +21,8 @@ import tf_keras as keras
 from core import registry
 from core.explain import anatomy, faithfulness, properties, sanity, select
 from core.explain.alignment import anatomy_mask, energy_in_mask
-from core.explain.layers import spatial_layers
+from core.explain.attribution import METHODS, attribution, method_info
+from core.explain.layers import fused_layers
 from core.explain.occlusion import keras_predict_fn
 from core.models import prepare_input
 from core.runs import load_run_for_eval
@@ -29,63 +30,44 @@ from core.runs import load_run_for_eval
 # Methods whose cost per sample grows with the channel count or the number of forward passes:
 # they are rated on fewer samples than ``n`` (and so cannot meet the >= 64-sample goal when
 # ``n`` is below 64 / this cap) and say so in explain.json.
-EXPENSIVE_SAMPLE_CAP = {"scorecam": 32}
+EXPENSIVE_SAMPLE_CAP = {"scorecam": 16}
 # ROAD runs on the test split only (a second view; the choice uses deletion/insertion), and on
 # fewer volumes: its sparse solve on a 28^3 volume costs up to ~1 s (measured, loaded machine).
 ROAD_SAMPLES = {2: 64, 3: 8}
 
 
-def _attribution_api() -> tuple[Callable | None, Sequence[str]]:
-    try:
-        from core.explain import METHODS, attribution  # type: ignore[attr-defined]
-    except ImportError:
-        return None, ()
-    return attribution, tuple(METHODS)
-
-
-def _layer_grid(model: keras.Model, layer: str) -> int:
-    shape = model.get_layer(layer).output_shape
-    return int(min(shape[1:-1]))
-
-
 def candidates(model: keras.Model) -> list[tuple[str, str | None]]:
-    """Candidate (method, layer) pairs for a model.
+    """Candidate (method, layer) pairs rated for a model.
 
-    Uses ``core.explain.attribution``/``METHODS`` and ``layers.candidate_layers`` when present;
-    otherwise Grad-CAM and Grad-CAM++ on the spatial layers with a grid above 2.
+    One-layer CAMs are tried on the deepest layer of each of the two deepest resolution stages
+    (:func:`core.explain.layers.fused_layers`), Score-CAM on the deepest only (it costs one
+    forward pass per channel); fused LayerCAM and the pixel-level methods need no layer.
+
+    Args:
+        model: A flat tf-keras model.
+
+    Returns:
+        ``[(method, layer or None), ...]`` in :data:`core.explain.METHODS` order.
     """
-    attribution, methods = _attribution_api()
-    try:
-        from core.explain.layers import candidate_layers  # type: ignore[attr-defined]
-
-        layers = list(candidate_layers(model))
-    except ImportError:
-        layers = [n for n in spatial_layers(model) if _layer_grid(model, n) > 2][-3:]
-    if attribution is None:
-        methods = ("gradcam", "gradcam++")
-    pixel_level = {"integrated_gradients", "ig", "smoothgrad", "occlusion"}
+    stages = list(fused_layers(model, count=2))
     out: list[tuple[str, str | None]] = []
-    for m in methods:
-        if m in pixel_level or m.startswith("layercam_fused"):
-            out.append((m, None))
+    for method in METHODS:
+        kind = method_info(method)["layers"]
+        if kind != "one":
+            out.append((method, None))
+        elif method in EXPENSIVE_SAMPLE_CAP:
+            out.append((method, stages[-1]))
         else:
-            out.extend((m, layer) for layer in layers)
+            out.extend((method, layer) for layer in stages[::-1])
     return out
 
 
 def map_function(method: str, layer: str | None, classes: np.ndarray) -> sanity.ModelMapFn:
     """``(model, x) -> maps`` for one candidate, explaining the fixed ``classes``."""
-    attribution, _ = _attribution_api()
 
     def run(model: keras.Model, x: np.ndarray) -> np.ndarray:
-        if attribution is not None:
-            return np.asarray(
-                attribution(model, x, method, class_index=classes, layer_name=layer), np.float32
-            )
-        from core.explain.gradcam import grad_cam
-
         return np.asarray(
-            grad_cam(model, x, layer_name=layer, class_index=classes, method=method), np.float32
+            attribution(model, x, method, class_index=classes, layer_name=layer), np.float32
         )
 
     return run
@@ -136,7 +118,7 @@ def _split_data(run: Path, split: str, n: int, seed: int) -> dict[str, Any]:
 def evaluate_run(
     run_dir: str | Path,
     n: int = 64,
-    steps: int = 16,
+    steps: int = 12,
     seed: int = 0,
     methods: Sequence[str] | None = None,
     road: bool = True,
