@@ -1,4 +1,4 @@
-"""CLI: ``python -m core.explain RUN [--n 64] [--steps 12]`` rates explanations (explain.json)."""
+"""CLI: ``python -m core.explain RUN [--n 64] [--steps 10]`` rates explanations (explain.json)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--n", type=cli.positive_int, default=64, help="samples per split (goals need >= 64)"
     )
-    parser.add_argument("--steps", type=cli.positive_int, default=12, help="curve steps")
+    parser.add_argument("--steps", type=cli.positive_int, default=10, help="curve steps")
     parser.add_argument("--seed", type=int, default=0, help="seed of subsets and baselines")
     parser.add_argument(
         "--methods", nargs="*", default=None, help="only these methods (default: all)"
