@@ -273,13 +273,16 @@ def test_choose_prefers_sane_candidate_on_val_and_says_when_nothing_is_faithful(
 def test_evaluate_run_writes_explain_json(tiny_cnn3d_run):
     from core.explain.evaluation import evaluate_run
 
-    result = evaluate_run(tiny_cnn3d_run, n=4, steps=2, road=False, log=None)
+    result = evaluate_run(tiny_cnn3d_run, n=4, n_val=3, steps=2, road=False, log=None)
     written = json.loads((tiny_cnn3d_run / "explain.json").read_text())
     for key in ("default_method", "default_layer", "faithful", "verdict", "candidates"):
         assert key in written and written[key] == result[key] or key == "candidates"
     assert written["candidates"] and {"val", "test"} <= set(written["candidates"][0])
     first = written["candidates"][0]["test"]
     assert first["faithfulness"]["n"] == 4 and first["sanity"]["n"] == 4
+    assert written["candidates"][0]["val"]["faithfulness"]["n"] == 3
+    methods = {c["method"] for c in written["candidates"]}
+    assert {"gradcam", "layercam_fused", "integrated_gradients", "occlusion"} <= methods
     assert set(first["anatomy"]) >= {"inside", "band", "outside"}
     assert written["gradcam"]["n"] == 4  # the keys the app's alignment table reads
     assert written["splits"]["test"]["properties"]["correlations"].keys() >= {"volume"}

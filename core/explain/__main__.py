@@ -15,7 +15,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = cli.ArgumentParser(prog="python -m core.explain", description=main.__doc__)
     parser.add_argument("run_dir", help="run name in the registry, or path of a run directory")
     parser.add_argument(
-        "--n", type=cli.positive_int, default=64, help="samples per split (goals need >= 64)"
+        "--n", type=cli.positive_int, default=64, help="test samples (goals need >= 64)"
+    )
+    parser.add_argument(
+        "--n-val", type=cli.positive_int, default=32, help="validation samples (rank candidates)"
     )
     parser.add_argument("--steps", type=cli.positive_int, default=10, help="curve steps")
     parser.add_argument("--seed", type=int, default=0, help="seed of subsets and baselines")
@@ -26,7 +29,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     run = cli.check_run(args.run_dir)  # before minutes of saliency maps
     result = evaluate_run(
-        run, n=args.n, steps=args.steps, seed=args.seed, methods=args.methods, road=not args.no_road
+        run,
+        n=args.n,
+        n_val=args.n_val,
+        steps=args.steps,
+        seed=args.seed,
+        methods=args.methods,
+        road=not args.no_road,
     )
     print(f"default: {result['default_method']} {result['default_layer'] or ''}")
     print(f"faithful: {result['faithful']}")

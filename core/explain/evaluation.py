@@ -127,6 +127,7 @@ def _split_data(run: Path, split: str, n: int, seed: int) -> dict[str, Any]:
 def evaluate_run(
     run_dir: str | Path,
     n: int = 64,
+    n_val: int | None = 32,
     steps: int = 10,
     seed: int = 0,
     methods: Sequence[str] | None = None,
@@ -137,7 +138,8 @@ def evaluate_run(
 
     Args:
         run_dir: Run directory or registry name.
-        n: Samples per split (seeded subset; the goals need >= 64).
+        n: Test samples (seeded subset; the goals need >= 64).
+        n_val: Validation samples (``None`` = ``n``); val only ranks the candidates.
         steps: Deletion/insertion curve steps.
         seed: Seed of the subsets, the smooth-random maps and the randomized weights.
         methods: Restrict to these method names (default: every candidate).
@@ -156,7 +158,8 @@ def evaluate_run(
     _, _, x_train_raw, _ = load_run_for_eval(run, "train", prepare=False)
     reference = faithfulness.removal_reference(prepare_input(family, x_train_raw), flag)
     del x_train_raw
-    splits = {s: _split_data(run, s, n, seed + k) for k, s in enumerate(("val", "test"))}
+    sizes = {"val": n if n_val is None else n_val, "test": n}
+    splits = {s: _split_data(run, s, sizes[s], seed + k) for k, s in enumerate(sizes)}
     rank = splits["val"]["x"].ndim - 2
     per_split: dict[str, dict[str, Any]] = {}
     for name, d in splits.items():
