@@ -145,7 +145,8 @@ def _anatomy(loaded: dict[str, dict[str, Any] | None]) -> list[str]:
             continue
         for c in ex["candidates"]:
             a = (c.get("test") or {}).get("anatomy")
-            if not a:
+            # the default beside Grad-CAM (the pre-issue-13 map); every candidate is in the JSON
+            if not a or (c is not _default(ex) and c.get("method") != "gradcam"):
                 continue
             tag = " (default)" if c is _default(ex) else ""
             if "inside" in a:
@@ -170,7 +171,12 @@ def _anatomy(loaded: dict[str, dict[str, Any] | None]) -> list[str]:
                         _f(a.get("disc_found"), 2),
                     ]
                 )
-    lines = ["### Where the heat falls (test; area share = what a uniform map scores)", ""]
+    lines = [
+        "### Where the heat falls (test; area share = what a uniform map scores)",
+        "",
+        "The default and Grad-CAM; every candidate's numbers are in each run's explain.json.",
+        "",
+    ]
     if rows3:
         lines += md_table(
             [
