@@ -222,16 +222,11 @@ def evaluate_run(
                 legacy[(method, layer)] = (entry, d["x_raw"][:cap], maps)
         say(f"{run.name} {method} {layer or '-'}: " + _one_line(entry))
         cands.append(entry)
-    choice = select.choose(cands)
-    desc = properties.describe(per_split["test"]["properties"])
-    if desc:
-        choice["verdict"] += " " + desc
     result: dict[str, Any] = {
         "run": run.name,
         "dataset": flag,
         "model": family,
         "split": "test",
-        **choice,
         "reference": "empty volume"
         if flag in faithfulness.EMPTY_REFERENCE_FLAGS
         else "training mean image",
@@ -246,13 +241,36 @@ def evaluate_run(
             "min_samples": select.MIN_SAMPLES,
         },
     }
+    finalize(result)
     for method in ("gradcam", "gradcam++"):
         keys = [k for k in legacy if k[0] == method]
         if keys:
-            key = (method, choice["default_layer"])
+            key = (method, result["default_layer"])
             cand, x_raw, maps = legacy[key if key in legacy else keys[-1]]
             result[method] = _legacy_entry({**cand, **cand["test"]}, x_raw, maps, flag)
     registry.write_json_atomic(run / "explain.json", _jsonable(result))
+    return result
+
+
+# Below this mean score move from sample to reference, deletion/insertion curves cannot rank maps.
+MIN_REMOVAL_SHIFT = 0.1
+
+
+def finalize(result: dict[str, Any]) -> dict[str, Any]:
+    """Choose the default from ``result["candidates"]`` and write the verdict (in place).
+
+    Also used to refresh a stored explain.json after a change to the selection or the wording.
+    """
+    result.update(select.choose(result["candidates"]))
+    shift = (result.get("splits", {}).get("test") or {}).get("removal_shift")
+    if shift is not None and abs(shift) < MIN_REMOVAL_SHIFT:
+        result["verdict"] += (
+            f" Removing the whole input changes this model's score by only {abs(shift):.2f} on "
+            "average, so the removal test can hardly tell good maps from bad ones here."
+        )
+    desc = properties.describe((result.get("splits", {}).get("test") or {}).get("properties"))
+    if desc:
+        result["verdict"] += " " + desc
     return result
 
 

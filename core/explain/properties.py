@@ -92,23 +92,21 @@ def property_correlations(probs: np.ndarray, x_raw: np.ndarray, flag: str) -> di
 
 
 def describe(corr: dict[str, Any] | None, threshold: float = 0.5) -> str | None:
-    """Plain-words sentence for the strongest property correlation (None when weak or absent)."""
+    """Plain-words sentence naming every property the score tracks (|rho| >= threshold)."""
     if not corr:
         return None
-    vals = {k: v for k, v in corr["correlations"].items() if v is not None}
+    vals = {k: v for k, v in corr["correlations"].items() if v is not None and abs(v) >= threshold}
     if not vals:
         return None
-    key = max(vals, key=lambda k: abs(vals[k]))
-    rho = vals[key]
-    if abs(rho) < threshold:
-        return None
-    name = key.replace("_", " ")
-    direction = "rises" if rho > 0 else "falls"
+    parts = [
+        f"{'rises' if v > 0 else 'falls'} with {k.replace('_', ' ')} ({v:+.2f})"
+        for k, v in sorted(vals.items(), key=lambda kv: -abs(kv[1]))
+    ]
     sentence = (
-        f"The model's score ({corr['score']}) {direction} with {name} "
-        f"(rank correlation {rho:+.2f}): it partly measures {name}"
+        f"The model's score ({corr['score']}) " + " and ".join(parts) + " (rank correlations)"
     )
-    if key in ("volume", "surface_area"):
+    if "volume" in vals or "surface_area" in vals:
         # on a shape mask, "how much gland" is read off the whole volume, background included
-        return sentence + ", so heat on the empty space around the gland is no surprise."
-    return sentence + ", which is not itself a sign of disease."
+        return sentence + ": it partly measures gland size and shape, so heat on the empty space "
+        "around the gland is no surprise."
+    return sentence + ": it partly measures these image properties, which are not signs of disease."
