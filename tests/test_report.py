@@ -490,3 +490,57 @@ def test_vgg_sweep_table_in_transfer_section(fake_registry: Path, tmp_path: Path
     below = "\n".join(report.section_sweep({"ft2_ema": sweep["ft2_ema"]}, arm_val_auc=0.9))
     assert "`ft2_ema` (0.7000), not above the `vgg16_ft2` arm's 0.9000, so the arm's" in below
     assert "reach the VGG16 target on test: none." in below
+
+
+def _candidate(method: str, layer: str | None, d: float, i: float, rho: float) -> dict[str, Any]:
+    split = {
+        "faithfulness": {"deletion_ratio": d, "insertion_ratio": i, "n": 64},
+        "sanity": {"rank_correlation": rho, "n": 64},
+        "road": {"morf_auc": 0.41, "lerf_auc": 0.62},
+        "anatomy": {
+            "inside": 0.3,
+            "area_inside": 0.04,
+            "band": 0.2,
+            "area_band": 0.05,
+            "outside": 0.5,
+            "area_outside": 0.91,
+            "pointing_hit": 0.75,
+        },
+    }
+    return {"method": method, "layer": layer, "val": split, "test": split}
+
+
+def test_explanations_section_reads_issue13_explain_json(fake_registry: Path, tmp_path: Path):
+    ex = {
+        **explain_results(),
+        "default_method": "hirescam",
+        "default_layer": "relu2",
+        "faithful": False,
+        "verdict": "No explanation method was faithful for this model. Numbers | here.",
+        "candidates": [
+            _candidate("gradcam", "relu3", 0.97, 1.01, 0.12),
+            _candidate("hirescam", "relu2", 0.812, 1.234, 0.271),
+        ],
+        "splits": {
+            "test": {
+                "removal_shift": 0.37,
+                "properties": {
+                    "score": "P(class 1)",
+                    "n": 64,
+                    "correlations": {"volume": 0.66, "elongation": -0.1},
+                },
+            }
+        },
+    }
+    _write(fake_registry / "cnn3d" / "explain.json", ex)
+    text, _ = _build(fake_registry, tmp_path)
+    row = _line_with(text, "`cnn3d`", "hirescam @ `relu2`", "**no**")
+    assert "0.81" in row and "1.23" in row and "0.27" in row and "0.37" in row
+    assert "Numbers / here" in row  # a verdict's pipe cannot break the table
+    assert "0.97 / 0.97" in _line_with(text, "`cnn3d`", "gradcam @ `relu3`")
+    assert "0.410 / 0.620" in _line_with(text, "`cnn3d`", "gradcam @ `relu3`")
+    assert "0.300 (0.040)" in _line_with(text, "`cnn3d`", "hirescam @ `relu2` (default)")
+    assert "volume 0.66" in _line_with(text, "`cnn3d`", "P(class 1)")
+    assert "not run yet" in _line_with(text, "`vgg16_frozen`", "| not run yet |")
+    # the older Grad-CAM alignment table is still there
+    assert "3.00" in _line_with(text, "`cnn3d`", "| gradcam |")

@@ -32,6 +32,7 @@ from benchmarks.report.sections import (
     section_transfer,
 )
 from benchmarks.report.sections_clinical import section_clinical
+from benchmarks.report.sections_explain import section_explanations
 from benchmarks.report.sections_shipped import (
     section_alignment,
     section_quantization,
@@ -188,7 +189,9 @@ def build_report(
         if path.is_file()
     ]
     lines += section_quantization(arms, written["quant"], bench3d)
-    lines += ["## 6. Grad-CAM alignment", ""]
+    lines += ["## 6. Explanations: faithfulness, sanity check, anatomy", ""]
+    lines += section_explanations(arms)
+    lines += ["### Grad-CAM alignment (energy in the anatomy mask)", ""]
     lines += section_alignment(arms, written["gradcam"], overlay_note)
     lines += ["## 7. Clinical metrics", ""]
     rules_file = fig_dir / "decision_rules.json"
