@@ -238,7 +238,7 @@ def choose(page, key: str, typed: str) -> None:
     box.click()
     page.keyboard.type(typed)
     option = page.get_by_role("option").filter(has_text=typed).first
-    option.wait_for(timeout=15_000)
+    option.wait_for(timeout=30_000)  # 15 s was missed once at load 10+ on 2 cores
     option.click()
     wait_idle(page)
     shown = box.locator("input").first.input_value()  # the combobox shows the choice here
