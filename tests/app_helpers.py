@@ -267,3 +267,66 @@ def wait_idle(page, timeout_ms: int = 120_000) -> None:
         "[data-testid=stApp][data-test-script-state=notRunning]", timeout=timeout_ms
     )
     page.wait_for_timeout(100)
+
+
+def poll(page, read, ok, timeout_ms: int, what: str):
+    """Read the page every 250 ms until ``ok(read())``; fail with the last reading.
+
+    Browser assertions poll because CI runs on a loaded 2-core machine: a fragment's images or
+    a rerun's new text can land a moment after ``data-test-script-state`` says notRunning.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
+        value = read()
+        if ok(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout_ms / 1000:.0f} s for {what}; saw {value!r}")
+        page.wait_for_timeout(250)
+
+
+def wait_captions(page, *texts: str, timeout_ms: int = 30_000) -> list[str]:
+    """Wait until every text in ``texts`` is an image caption on the page; return them all."""
+    captions = page.locator("[data-testid=stImageCaption]")
+    return poll(
+        page,
+        captions.all_inner_texts,
+        lambda seen: all(t in seen for t in texts),
+        timeout_ms,
+        f"captions {texts}",
+    )
+
+
+def wait_body_text(page, pattern: str, *, regex: bool = False, timeout_ms: int = 30_000) -> str:
+    """Wait until the page's text contains ``pattern`` (a regex when ``regex``); return it."""
+    import re
+
+    def found(body: str) -> bool:
+        return bool(re.search(pattern, body)) if regex else pattern in body
+
+    body = poll(page, lambda: page.inner_text("body"), found, timeout_ms, repr(pattern))
+    return body
+
+
+def wait_attribute_changes(page, locator, name: str, before, timeout_ms: int = 30_000):
+    """Wait until ``locator``'s attribute ``name`` differs from ``before``; return it."""
+    return poll(page, lambda: locator.get_attribute(name), lambda v: v != before, timeout_ms, name)
+
+
+def eventually(page, check, timeout_ms: int = 30_000):
+    """Call ``check`` (which asserts) every 250 ms until it passes; return what it returns.
+
+    After the deadline its last ``AssertionError`` propagates, so the failure reads as the check.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
+        try:
+            return check()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+        page.wait_for_timeout(250)

@@ -15,7 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from app_helpers import CHROMIUM, make_run, streamlit_server, wait_idle
+from app_helpers import (
+    CHROMIUM,
+    make_run,
+    streamlit_server,
+    wait_attribute_changes,
+    wait_body_text,
+    wait_idle,
+)
 from conftest import real_root, require_real_file
 from PIL import Image
 from test_browser import SHOTS, assert_no_error_shown, choose, open_page
@@ -73,7 +80,7 @@ def server_time_caption(page) -> str:
 
 def test_switching_methods(server, page):
     open_page(page, server, "gradcam", f"?run={server['run']}&index=4")
-    body = page.inner_text("body")
+    body = wait_body_text(page, "No explanation method was faithful for this model")
     assert "Explanations" in page.locator("h1").first.inner_text()
     assert method_shown(page) == "LayerCAM · this model's default"
     assert "No explanation method was faithful for this model" in body and VERDICT in body
@@ -84,10 +91,10 @@ def test_switching_methods(server, page):
     page.screenshot(path=str(SHOTS / "explain_default.png"), full_page=True)
 
     choose(page, "gradcam_method", "Integrated Gradients")
-    assert re.match(
-        r"Integrated Gradients: \d+ ms server time · reads input pixels", server_time_caption(page)
+    wait_body_text(
+        page, r"Integrated Gradients: \d+ ms server time · reads input pixels", regex=True
     )
-    assert page.locator("[data-testid=stImage] img").nth(2).get_attribute("src") != overlay
+    wait_attribute_changes(page, page.locator("[data-testid=stImage] img").nth(2), "src", overlay)
     with page.expect_download() as download:
         page.locator("[data-testid=stDownloadButton] button").first.click()
     assert re.fullmatch(

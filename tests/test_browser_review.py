@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from app_helpers import CHROMIUM, REPO, make_run, streamlit_server, wait_idle
+from app_helpers import CHROMIUM, REPO, make_run, streamlit_server, wait_body_text, wait_idle
 from conftest import real_root, require_real_file
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -66,22 +66,20 @@ def test_verdict_survives_a_restart_and_is_in_the_csv(review_env, page):
     env, tmp = review_env["env"], review_env["tmp"]
     with streamlit_server(env, SHOTS / "server_review_1.log") as url:
         open_review(page, url, "Dr Browser")
-        assert "0 of 400 reviewed" in body(page)
+        wait_body_text(page, "0 of 400 reviewed")
         first_case = page.get_by_role("heading", name="Test sample #").first.inner_text()
         page.screenshot(path=str(SHOTS / "review_worklist.png"), full_page=True)
         page.locator("textarea").first.fill(NOTE)
         page.get_by_role("button", name="Agree", exact=True).click()
         wait_idle(page)
-        text = body(page)
-        assert "1 of 400 reviewed" in text
+        text = wait_body_text(page, "1 of 400 reviewed")
         assert f"Saved Agree on test sample #{first_case.split('#')[1]}" in text
         assert "Traceback" not in text
     # a new server process, a new browser session: the verdict comes from the file
     page.context.clear_cookies()
     with streamlit_server(env, SHOTS / "server_review_2.log") as url:
         open_review(page, url, "Dr Browser")
-        text = body(page)
-        assert "1 of 400 reviewed" in text
+        text = wait_body_text(page, "1 of 400 reviewed")
         assert page.get_by_role("heading", name="Test sample #").first.inner_text() == first_case
         assert "Agree · Dr Browser" in text
         assert NOTE in text  # the note as typed: not rendered as Markdown or HTML

@@ -15,7 +15,14 @@ import re
 from pathlib import Path
 
 import pytest
-from app_helpers import CHROMIUM, make_run, streamlit_server, wait_idle
+from app_helpers import (
+    CHROMIUM,
+    eventually,
+    make_run,
+    streamlit_server,
+    wait_body_text,
+    wait_idle,
+)
 from conftest import real_root, require_real_file
 from test_browser import SHOTS, assert_no_error_shown, choose, open_page, press_slider
 
@@ -96,6 +103,18 @@ def test_links_set_widgets_one_way(server, page):
     assert DUPLICATE_WARNING not in log, log[log.find(DUPLICATE_WARNING) - 200 :][:1500]
 
 
+def _assert(condition: bool) -> None:
+    assert condition
+
+
+def axial_caption_matches_slider(page, n: int) -> str:
+    """The axial slider's value, after checking the axial caption shows the same slice."""
+    captions = page.locator("[data-testid=stImageCaption]").all_inner_texts()
+    value = page.locator(".st-key-volume_slice_0 [data-testid=stSliderThumbValue]").inner_text()
+    assert f"Axial (z) {value}/{n}" in captions, (value, captions)
+    return value
+
+
 def header(page) -> str:
     return next(t for t in page.inner_text("body").splitlines() if "predicted:" in t)
 
@@ -108,10 +127,15 @@ def test_gradcam_target_class_follows_model_and_sample(server, page):
     set_number(page, "gradcam_index", 9)
     choose(page, "gradcam_run", runs["adrenal"])
     choose(page, "gradcam_run", runs["retina"])
-    target = shown(page, "gradcam_target")
-    predicted = re.search(r"predicted: \*?\*?([^(]+?) \(", header(page)).group(1)
-    assert target.endswith("· predicted"), target
-    assert re.match(rf"\d+: {re.escape(predicted)} \(", target), (target, header(page))
+
+    def target_names_the_prediction() -> str:
+        target = shown(page, "gradcam_target")
+        predicted = re.search(r"predicted: \*?\*?([^(]+?) \(", header(page)).group(1)
+        assert target.endswith("· predicted"), target
+        assert re.match(rf"\d+: {re.escape(predicted)} \(", target), (target, header(page))
+        return target
+
+    target = eventually(page, target_names_the_prediction)
     assert "hyperplasia" not in target and "normal" not in target  # RetinaMNIST labels
     k = int(target.split(":")[0])
     with page.expect_download() as download:
@@ -122,8 +146,8 @@ def test_gradcam_target_class_follows_model_and_sample(server, page):
     # a class picked by hand is named in the header and the file, and ends with the sample
     other = (k + 1) % 5
     choose(page, "gradcam_target", f"{other}: ")
-    assert f"Evidence for class {other}:" in page.inner_text("body")
-    assert "not the predicted class" in page.inner_text("body")
+    wait_body_text(page, f"Evidence for class {other}:")
+    wait_body_text(page, "not the predicted class")
     with page.expect_download() as download:
         page.locator("[data-testid=stDownloadButton] button").first.click()
     assert download.value.suggested_filename.endswith(f"_class{other}.png")
@@ -136,12 +160,12 @@ def test_gradcam_target_class_follows_model_and_sample(server, page):
     assert download.value.suggested_filename == f"{runs['retina']}_test9_gradcam_class{other}.png"
     assert download.value.path().read_bytes() != drawn
     set_number(page, "gradcam_index", 10)
-    assert shown(page, "gradcam_target").endswith("· predicted")
-    assert "· the predicted class" in page.inner_text("body")
+    eventually(page, lambda: _assert(shown(page, "gradcam_target").endswith("· predicted")))
+    wait_body_text(page, "· the predicted class")
     # after a new sample the fragment draws with the new sample's class, not the last one
     press_slider(page, "gradcam_alpha", 2, "ArrowLeft")
     k = int(shown(page, "gradcam_target").split(":")[0])
-    assert f"Evidence for class {k}:" in page.inner_text("body")
+    wait_body_text(page, f"Evidence for class {k}:")
     with page.expect_download() as download:
         page.locator("[data-testid=stDownloadButton] button").first.click()
     assert download.value.suggested_filename == f"{runs['retina']}_test10_gradcam_class{k}.png"
@@ -155,10 +179,10 @@ def test_dataset_switch_updates_sidebar_pickers(server, page):
     choose(page, "samples_dataset_flag", "adrenalmnist3d")
     choose(page, "samples_run", runs["adrenal"])
     choose(page, "samples_dataset_flag", "retinamnist")
-    assert shown(page, "samples_dataset_size") == "28×28 px"
+    eventually(page, lambda: _assert(shown(page, "samples_dataset_size") == "28×28 px"))
     model = shown(page, "samples_run")
     assert runs["retina"] in model or runs["retina_aug"] in model, model
-    assert "RetinaMNIST" in page.inner_text("body")
+    wait_body_text(page, "RetinaMNIST")
     page.screenshot(path=str(SHOTS / "state_samples_switch.png"), full_page=True)
 
     open_page(page, server, "experiments", f"?run={runs['retina_aug']}")
@@ -177,8 +201,13 @@ def test_montage_thumbnails_have_one_size(server, page):
     choose(page, "samples_dataset_size", "64")
     assert shown(page, "samples_dataset_size") == "64³ voxels"
     montage = page.locator("[data-testid=stImage] img")
-    captions = page.locator("[data-testid=stImageCaption]").all_inner_texts()[:24]
-    assert any("hyperplasia" in c for c in captions) and any("normal" in c for c in captions)
+
+    def both_classes_shown() -> None:
+        captions = page.locator("[data-testid=stImageCaption]").all_inner_texts()[:24]
+        assert any("hyperplasia" in c for c in captions), captions
+        assert any("normal" in c for c in captions), captions
+
+    eventually(page, both_classes_shown)
     sizes = {
         (round(box["width"]), round(box["height"]))
         for box in (img.bounding_box() for img in montage.all()[:24])
@@ -196,21 +225,17 @@ def test_3d_viewer_link_keeps_sample_and_slices_count_from_one(server, page):
     page.get_by_role("heading", name="3D volume viewer").first.wait_for(timeout=30_000)
     assert "index=22" in page.url and f"run={runs['adrenal']}" in page.url
     assert shown(page, "volume_index") == "22"
-    assert "test sample #22" in page.inner_text("body")
+    wait_body_text(page, "test sample #22")
     assert runs["adrenal"] in shown(page, "volume_run")
-    captions = page.locator("[data-testid=stImageCaption]").all_inner_texts()
-    value = page.locator(".st-key-volume_slice_0 [data-testid=stSliderThumbValue]").inner_text()
-    assert f"Axial (z) {value}/28" in captions, (value, captions)
+    eventually(page, lambda: axial_caption_matches_slider(page, 28))
     page.screenshot(path=str(SHOTS / "state_volume_from_link.png"), full_page=True)
     assert_no_error_shown(page)
     # another volume size starts again in the middle slice, on slider and caption alike
     choose(page, "volume_dataset_size", "64")
-    captions = page.locator("[data-testid=stImageCaption]").all_inner_texts()
-    value = page.locator(".st-key-volume_slice_0 [data-testid=stSliderThumbValue]").inner_text()
-    assert value == "33" and "Axial (z) 33/64" in captions, (value, captions)
+    assert eventually(page, lambda: axial_caption_matches_slider(page, 64)) == "33"
 
     open_page(page, server, "gradcam", f"?run={runs['adrenal']}&index=22")
     page.locator(".st-key-gradcam_slice [data-testid=stSlider]").wait_for(timeout=60_000)
     slider = page.locator(".st-key-gradcam_slice").inner_text()
     assert "1–28" in slider and "15" in slider
-    assert "Overlay · axial slice 15/28" in page.inner_text("body")
+    wait_body_text(page, "Overlay · axial slice 15/28")

@@ -13,7 +13,16 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from app_helpers import CHROMIUM, REPO, make_run, streamlit_server, wait_idle
+from app_helpers import (
+    CHROMIUM,
+    REPO,
+    eventually,
+    make_run,
+    streamlit_server,
+    wait_body_text,
+    wait_captions,
+    wait_idle,
+)
 from conftest import real_root, require_real_file
 from PIL import Image
 
@@ -64,15 +73,19 @@ def upload(page, url: str, name: str, data: bytes) -> str:
 
 def test_a_nii_gz_upload_renders_with_prediction(server, page):
     volume = np.load(require_real_file("adrenalmnist3d"))["test_images"][3]
-    text = upload(page, server, "adrenal_test3.nii.gz", nii_gz(volume))
+    upload(page, server, "adrenal_test3.nii.gz", nii_gz(volume))
+    text = wait_body_text(page, "Model predicted:", timeout_ms=60_000)
     assert "Accepted adrenal_test3.nii.gz: NIfTI-1, 28 × 28 × 28 voxels of 1 × 1 × 1 mm" in text
     assert "Traceback" not in text and "Something went wrong" not in text
     assert "Model predicted:" in text, text[-1500:]  # the trust panel's prediction on the upload
-    captions = page.locator("[data-testid=stImageCaption]").all_inner_texts()
-    assert "Axial (z) 15/28" in captions
-    # the slider shows the slice the caption names (the upload came after a run without it)
-    for axis in range(3):
-        assert page.locator(f".st-key-volume_slice_{axis}").inner_text().split()[-3] == "15"
+    wait_captions(page, "Axial (z) 15/28")
+
+    def sliders_show_15() -> None:
+        # the slider shows the slice the caption names (the upload came after a run without it)
+        for axis in range(3):
+            assert page.locator(f".st-key-volume_slice_{axis}").inner_text().split()[-3] == "15"
+
+    eventually(page, sliders_show_15)
     frame = page.locator("[data-testid=stIFrame]").first
     frame.wait_for(timeout=60_000)
     page.wait_for_timeout(4000)
