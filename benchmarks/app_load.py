@@ -126,12 +126,19 @@ async def _open(page, watcher: RunWatcher, url: str, ready_text: str) -> None:
     await page.get_by_text(ready_text).first.wait_for(timeout=FINISH_TIMEOUT_S * 1000)
 
 
+OOD_WARNING_START = "This does not look like"
+
+
 async def _check_errors(page, tally: Tally, what: str) -> None:
     if await page.locator("[data-testid=stException]").count():
         tally.errors.append(f"{what}: exception shown")
-    elif await page.locator("[data-testid=stAlertContentError]").count():
-        text = await page.locator("[data-testid=stAlertContentError]").first.inner_text()
-        tally.errors.append(f"{what}: {text[:120]}")
+    else:
+        for text in await page.locator("[data-testid=stAlertContentError]").all_inner_texts():
+            # the trust panel's out-of-distribution warning is a designed message, drawn as an
+            # error alert on purpose (about 5 % of in-distribution test images get it too)
+            if OOD_WARNING_START not in text:
+                tally.errors.append(f"{what}: {text[:120]}")
+                break
 
 
 async def user(browser, url: str, kind: Kind, interactions: int, tally: Tally, done=None):
