@@ -176,6 +176,48 @@ def dim(picture: np.ndarray, keep: float = 0.45) -> np.ndarray:
     return (keep * picture.astype(np.float32) + (1.0 - keep) * grey).astype(np.uint8)
 
 
+def evidence_heading(
+    target: int,
+    target_name: str,
+    predicted: int,
+    raw_probs: np.ndarray,
+    shown: dict[str, Any] | None,
+) -> str:
+    """The Explanations heading: the class the maps explain, its probability, and whether the
+    model predicted it.
+
+    The probability is the one the trust panel above it shows (calibrated when the run has
+    calibration.json), so the page never gives two different numbers for one class. An image
+    the panel flagged as unlike the training data gets no number at all: the panel hides its
+    grade as meaningless, and a percentage in the heading would undo that.
+
+    Args:
+        target: The explained class index.
+        target_name: Its name.
+        predicted: The model's predicted class index.
+        raw_probs: The model's raw output (used when the panel was not drawn, e.g. multi-label).
+        shown: :func:`app.trust_ui.checked_prediction_ui`'s dict, or None.
+
+    Returns:
+        Markdown text for ``st.subheader``.
+
+    Example::
+
+        >>> evidence_heading(2, "moderate", 2, np.array([.1, .2, .7]), None)
+        'Evidence for class 2: moderate (70.0%) · the predicted class'
+    """
+    if shown is not None and shown.get("is_ood"):
+        score = " (no probability: the image does not look like the training images)"
+    elif shown is not None:
+        score = f" ({float(shown['proba'][target]):.1%}" + (
+            " calibrated)" if shown.get("fitted") else ")"
+        )
+    else:
+        score = f" ({float(raw_probs[target]):.1%})"
+    relation = " · the predicted class" if target == predicted else " · **not** the predicted class"
+    return f"Evidence for class {target}: {target_name}{score}{relation}"
+
+
 def annotated_overlay(
     picture: np.ndarray, cmap: str, lines: list[str], class_name: str
 ) -> np.ndarray:
@@ -236,8 +278,9 @@ COLUMN_HELP = {
     "Insertion ratio (test)": "As the validation column, on held-out test data. Goal: 1.15 "
     "or more.",
     "Scrambling correlation (test)": "Rank correlation between the maps of the trained model "
-    "and of the same model with scrambled (random) weights. Near 0 = the map depends on what "
-    "the model learned; near 1 = it only traces the image. Goal: 0.4 or less.",
+    "and of the same model with scrambled (random) weights, sign ignored (a map that flips is "
+    "still tracing the image). Near 0 = the map depends on what the model learned; near 1 = "
+    "it only traces the image. Goal: 0.4 or less.",
     "Heat on anatomy (test)": "Share of the map's energy inside the organ (3D masks) or the "
     "fundus disk (retina photos). Compare with the anatomy's share of the image.",
     "Anatomy share of image": "How much of the image the organ or fundus disk covers: what "
@@ -269,6 +312,10 @@ def trust_rows(stored: dict[str, Any] | None) -> list[dict[str, Any]]:
     Returns:
         Rows keyed by the :data:`COLUMN_HELP` column names (numbers or ``None``).
     """
+    # imported here: the core.explain package loads TensorFlow, which this page has loaded
+    # already and the pages that only import this module for its pictures have not
+    from core.explain import select
+
     if not isinstance(stored, dict):
         return []
     from core import explain
@@ -294,7 +341,7 @@ def trust_rows(stored: dict[str, Any] | None) -> list[dict[str, Any]]:
                 "Deletion ratio (test)": _get(cand, "test", "faithfulness", "deletion_ratio"),
                 "Insertion ratio (val)": _get(cand, "val", "faithfulness", "insertion_ratio"),
                 "Insertion ratio (test)": _get(cand, "test", "faithfulness", "insertion_ratio"),
-                "Scrambling correlation (test)": _get(cand, "test", "sanity", "rank_correlation"),
+                "Scrambling correlation (test)": select.scrambling_correlation(cand.get("test")),
                 "Heat on anatomy (test)": inside if isinstance(inside, int | float) else None,
                 "Anatomy share of image": area if isinstance(area, int | float) else None,
                 "Samples": _get(cand, "test", "faithfulness", "n"),

@@ -120,7 +120,8 @@ def prediction_panel_ui(
             argmax (``evaluation.json`` ``clinical.ordinal_rule``); shown beside the argmax.
 
     Returns:
-        ``{"shown_grade": bool, "predicted": int, "refer": bool, "is_ood": bool}``.
+        ``{"shown_grade": bool, "predicted": int, "refer": bool, "is_ood": bool,
+        "proba": the probabilities shown (calibrated when ``fitted``), "fitted": bool}``.
     """
     proba = result["proba"]
     predicted = int(np.argmax(proba))
@@ -178,6 +179,8 @@ def prediction_panel_ui(
         "predicted": predicted,
         "refer": bool(result.get("refer")),
         "is_ood": bool(result.get("is_ood")),
+        "proba": np.asarray(proba, dtype=np.float64),
+        "fitted": bool(result.get("fitted")),
     }
 
 

@@ -228,14 +228,13 @@ with w.guard("running the model"):
     )
     # OOD warning before any grade, then the refer badge and calibrated bars (app.trust_ui)
     own_truth = list(truth) if source == "Dataset sample" else []
-    trust_ui.checked_prediction_ui(
+    shown = trust_ui.checked_prediction_ui(
         run["path"], x, labels, flag, key="gradcam", true_index=own_truth
     )
     titles = {m: explain.method_info(m)["title"] for m in methods}
     # the heading names the class the maps explain, and whether the model predicted it
     st.subheader(
-        f"Evidence for class {target}: {target_name} ({probs[target]:.1%})"
-        + (" · the predicted class" if target == predicted else " · **not** the predicted class"),
+        explain_ui.evidence_heading(target, target_name, predicted, probs, shown),
         help="The heatmap shows which regions raised the model's score for this class. It "
         "shows where the model looked, not whether the finding is really there.",
     )

@@ -9,6 +9,7 @@ fundus photograph (in distribution). Screenshots go to ``test-artifacts/browser/
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -92,6 +93,9 @@ def test_chest_xray_upload_is_flagged_before_any_grade(server, page):
     assert WARNING in body, body[:3000]
     # the grade stays inside the closed "show anyway" expander: not visible on the page
     assert "predicted:" not in body, body[:3000]
+    # nor does the explanation's heading give the class a probability
+    heading = next(t for t in body.splitlines() if t.startswith("Evidence for class"))
+    assert "%" not in heading and "no probability" in heading, heading
     page.get_by_text("Show the model's output anyway").click()
     wait_idle(page)
     opened = page.inner_text("[data-testid=stMain]")
@@ -105,4 +109,7 @@ def test_fundus_upload_is_graded_with_calibrated_bars(server, page):
     page.screenshot(path=str(SHOTS / "trust_fundus_upload.png"), full_page=True)
     assert WARNING not in body
     assert "predicted:" in body and "calibrated" in body
+    # the heading's probability is the panel's calibrated one, not the raw output
+    heading = next(t for t in body.splitlines() if t.startswith("Evidence for class"))
+    assert re.search(r"\(\d+\.\d% calibrated\)", heading), heading
     assert "Refer to a specialist" in body or "reliable range" in body

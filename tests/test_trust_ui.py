@@ -155,3 +155,23 @@ def test_val_chosen_rule_grade_shown_only_when_it_differs():
         _panel_app, kwargs={"ood": False, "refer": False, "rule_grade": (2, "cut points")}
     ).run()
     assert "validation-chosen rule" not in " ".join(m.value for m in same.markdown)
+
+
+def test_explanation_heading_uses_the_panels_probability_and_none_when_foreign():
+    """The Explanations heading gives the class the same number as the trust panel above it,
+    and none at all for an image the panel flagged as unlike the training data."""
+    from app.explain_ui import evidence_heading
+
+    raw = np.array([0.1, 0.2, 0.7])
+    calibrated = {"is_ood": False, "fitted": True, "proba": np.array([0.2, 0.3, 0.5])}
+    assert evidence_heading(2, "moderate", 2, raw, calibrated) == (
+        "Evidence for class 2: moderate (50.0% calibrated) · the predicted class"
+    )
+    foreign = {**calibrated, "is_ood": True}
+    heading = evidence_heading(1, "mild", 2, raw, foreign)
+    assert "%" not in heading and "no probability" in heading
+    assert heading.endswith("· **not** the predicted class")
+    # no panel (multi-label datasets): the raw output, not called calibrated
+    assert evidence_heading(2, "moderate", 2, raw, None).startswith(
+        "Evidence for class 2: moderate (70.0%)"
+    )
