@@ -270,6 +270,54 @@ def test_choose_prefers_sane_candidate_on_val_and_says_when_nothing_is_faithful(
     assert select.choose([a, b])["default_method"] == "a"
 
 
+def test_sanity_gate_ignores_the_sign_of_the_rank_correlation():
+    """A map that flips under scrambled weights still follows the image: |rho| is gated, and
+    samples with +rho and -rho must not cancel into a pass."""
+    flipped = {"sanity": {"rank_correlation": -0.8, "n": 64}}  # an older file: signed only
+    assert select.scrambling_correlation(flipped) == pytest.approx(0.8)
+    assert not select.passes_sanity(flipped)
+    cancelling = {"sanity": {"rank_correlation": 0.0, "abs_rank_correlation": 0.7, "n": 64}}
+    assert not select.passes_sanity(cancelling)
+    weak = {"sanity": {"rank_correlation": 0.05, "abs_rank_correlation": 0.2, "n": 64}}
+    assert select.passes_sanity(weak)
+    # so a candidate with the best margin but a cancelling mean is not the default
+    tracer, honest = _cand("tracer", 0.5, 1.6, 0.0), _cand("honest", 0.8, 1.2, 0.1)
+    for split in ("val", "test"):
+        tracer[split]["sanity"]["abs_rank_correlation"] = 0.7
+        honest[split]["sanity"]["abs_rank_correlation"] = 0.2
+    assert select.choose([tracer, honest])["default_method"] == "honest"
+
+
+def test_refresh_rechooses_a_stored_explain_json_without_recomputing(tmp_path, monkeypatch):
+    from app_helpers import make_run
+
+    from core.explain.__main__ import main
+    from core.explain.evaluation import refresh_run
+
+    monkeypatch.setenv("TRAINED_MODELS_DIR", str(tmp_path))
+    run = make_run(tmp_path, "retinamnist", "cnn2d", name="run")  # real data, random weights
+    tracer = _cand("tracer", 0.5, 1.6, 0.0)
+    for split in ("val", "test"):
+        tracer[split]["sanity"]["abs_rank_correlation"] = 0.7
+    stored = {
+        "run": "run",
+        "candidates": [tracer, _cand("honest", 0.8, 1.2, 0.1)],
+        "default_method": "tracer",  # chosen by the old, signed gate
+        "faithful": True,
+        "verdict": "old",
+    }
+    (run / "explain.json").write_text(json.dumps(stored))
+    assert main([str(run), "--refresh"]) == 0
+    written = json.loads((run / "explain.json").read_text())
+    assert written["default_method"] == "honest" and written["faithful"]
+    assert written["verdict"].startswith("Reasonably trustworthy")
+    assert written["thresholds"]["rank_correlation"] == "mean |rho| over samples"
+    assert written["candidates"] == stored["candidates"]  # numbers untouched
+    (run / "explain.json").unlink()  # a run never measured: the command that measures it
+    with pytest.raises(FileNotFoundError, match="python -m core.explain run"):
+        refresh_run(run)
+
+
 def test_evaluate_run_writes_explain_json(tiny_cnn3d_run):
     from core.explain.evaluation import evaluate_run
 

@@ -22,9 +22,11 @@ INTRO = (
     "every method). Ratio = method / baseline: deletion ≤ 0.85 and insertion ≥ 1.15 are the "
     "goals. **Randomization** (Adebayo et al. 2018): Spearman rank correlation between the "
     "maps of the trained model and of copies with weights re-drawn from the top layer down "
-    "(mean over the cascade stages; goal ≤ 0.4). **ROAD** (noisy linear imputation; test split "
-    "only; MoRF lower / LeRF higher = more faithful). The default is chosen on validation "
-    "numbers only; the test columns decide whether it is called faithful."
+    "(mean over samples of its absolute value |ρ|, cascade stages averaged; goal ≤ 0.4; the sign "
+    "is ignored because a map that flips under scrambled weights still traces the image, and "
+    "signed values of different samples could cancel). **ROAD** (noisy linear imputation; "
+    "test split only; MoRF lower / LeRF higher = more faithful). The default is chosen on "
+    "validation numbers only; the test columns decide whether it is called faithful."
 )
 
 
@@ -39,7 +41,10 @@ def _ratio(split: dict[str, Any] | None, key: str) -> str:
 
 
 def _rho(split: dict[str, Any] | None) -> str:
-    return _f(((split or {}).get("sanity") or {}).get("rank_correlation"), 2)
+    # the value the sanity gate reads: mean |rho| (core.explain.select.scrambling_correlation)
+    from core.explain.select import scrambling_correlation
+
+    return _f(scrambling_correlation(split), 2)
 
 
 def _default(ex: dict[str, Any]) -> dict[str, Any] | None:
@@ -88,7 +93,7 @@ def section_explanations(arms: dict[str, Arm]) -> list[str]:
             "Faithful",
             "Deletion ratio",
             "Insertion ratio",
-            "Randomization ρ",
+            "Randomization ρ (abs.)",
             "Samples",
             "Score move, sample → reference",
             "Verdict",
@@ -128,7 +133,7 @@ def section_explanations(arms: dict[str, Arm]) -> list[str]:
             "Candidate",
             "Deletion ratio",
             "Insertion ratio",
-            "Randomization ρ",
+            "Randomization ρ (abs.)",
             "ROAD MoRF / LeRF (test)",
             "",
         ],

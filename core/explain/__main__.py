@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from core import cli
-from core.explain.evaluation import evaluate_run
+from core.explain.evaluation import evaluate_run, refresh_run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,17 +26,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--methods", nargs="*", default=None, help="only these methods (default: all)"
     )
     parser.add_argument("--no-road", action="store_true", help="skip ROAD (slow on volumes)")
+    parser.add_argument(
+        "--refresh",
+        action="store_true",
+        help="re-choose the default and rewrite the verdict from the stored explain.json "
+        "(after a change to the selection rule; no map is recomputed)",
+    )
     args = parser.parse_args(argv)
     run = cli.check_run(args.run_dir)  # before minutes of saliency maps
-    result = evaluate_run(
-        run,
-        n=args.n,
-        n_val=args.n_val,
-        steps=args.steps,
-        seed=args.seed,
-        methods=args.methods,
-        road=not args.no_road,
-    )
+    if args.refresh:
+        result = refresh_run(run)
+    else:
+        result = evaluate_run(
+            run,
+            n=args.n,
+            n_val=args.n_val,
+            steps=args.steps,
+            seed=args.seed,
+            methods=args.methods,
+            road=not args.no_road,
+        )
     print(f"default: {result['default_method']} {result['default_layer'] or ''}")
     print(f"faithful: {result['faithful']}")
     print(f"verdict: {result['verdict']}")

@@ -10,6 +10,7 @@ the randomization sanity check (:mod:`core.explain.sanity`) and the anatomy numb
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -238,6 +239,7 @@ def evaluate_run(
             "max_deletion_ratio": select.MAX_DELETION_RATIO,
             "min_insertion_ratio": select.MIN_INSERTION_RATIO,
             "max_rank_correlation": select.MAX_RANK_CORRELATION,
+            "rank_correlation": "mean |rho| over samples",
             "min_samples": select.MIN_SAMPLES,
         },
     }
@@ -249,6 +251,33 @@ def evaluate_run(
             cand, x_raw, maps = legacy[key if key in legacy else keys[-1]]
             result[method] = _legacy_entry({**cand, **cand["test"]}, x_raw, maps, flag)
     registry.write_json_atomic(run / "explain.json", _jsonable(result))
+    return result
+
+
+def refresh_run(run: Path) -> dict[str, Any]:
+    """Re-choose the default and rewrite the verdict of ``run/explain.json`` in place.
+
+    Nothing is recomputed: the stored candidates' numbers go through :func:`finalize` again, so
+    a change to :mod:`core.explain.select` reaches shipped runs in seconds.
+
+    Raises:
+        FileNotFoundError: The run has no explain.json (with the command that makes one).
+    """
+    path = Path(run) / "explain.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist. Next steps:\n"
+            f"  1. Measure the run first: python -m core.explain {Path(run).name}\n"
+            "  2. Then --refresh re-chooses from those numbers."
+        )
+    result = json.loads(path.read_text())
+    result["thresholds"] = {
+        **result.get("thresholds", {}),
+        "max_rank_correlation": select.MAX_RANK_CORRELATION,
+        "rank_correlation": "mean |rho| over samples",
+    }
+    finalize(result)
+    registry.write_json_atomic(path, _jsonable(result))
     return result
 
 

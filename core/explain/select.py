@@ -27,9 +27,24 @@ def _num(entry: dict[str, Any] | None, *keys: str) -> float | None:
     return float(cur)
 
 
+def scrambling_correlation(split: dict[str, Any] | None) -> float | None:
+    """The randomization rank correlation the sanity gate reads: the mean of |rho|.
+
+    The sign is ignored (Adebayo et al. 2018 report the absolute value too): a map whose ranking
+    flips when the weights are scrambled (rho near -1) still follows the image, not what the
+    model learned, and a signed mean lets +rho and -rho samples cancel into a pass. Older
+    explain.json files only have the signed mean; its absolute value is used for them.
+    """
+    rho = _num(split, "sanity", "abs_rank_correlation")
+    if rho is None:
+        signed = _num(split, "sanity", "rank_correlation")
+        rho = None if signed is None else abs(signed)
+    return rho
+
+
 def passes_sanity(split: dict[str, Any]) -> bool:
-    """Randomization rank correlation at most :data:`MAX_RANK_CORRELATION`."""
-    rho = _num(split, "sanity", "rank_correlation")
+    """Mean |randomization rank correlation| at most :data:`MAX_RANK_CORRELATION`."""
+    rho = scrambling_correlation(split)
     return rho is not None and rho <= MAX_RANK_CORRELATION
 
 
@@ -91,7 +106,7 @@ def verdict(best: dict[str, Any], faithful: bool, goals: dict[str, bool], any_sa
     """Plain-language verdict for a clinician (numbers are shown next to it, not in it)."""
     test = best.get("test", {})
     f = test.get("faithfulness", {})
-    rho = _num(test, "sanity", "rank_correlation")
+    rho = scrambling_correlation(test)
     if faithful:
         drop = 1.0 - f["deletion_ratio"]
         gain = f["insertion_ratio"] - 1.0
