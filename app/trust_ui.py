@@ -52,10 +52,12 @@ HELP = {
         "photo, noise) gets no reliable grade, whatever the percentages say."
     ),
     "rule": (
-        "For this model, taking the single most probable grade was less accurate on the "
-        "validation images than a rule that reads the whole spread of probabilities (the "
-        "expected grade, cut at thresholds chosen on the validation images). This is the "
-        "grade that rule gives."
+        "For this model, taking the single most probable class was a worse rule on the "
+        "validation images than the one named here: for graded diseases, the expected grade "
+        "cut at thresholds chosen on the validation images; for yes/no findings, a probability "
+        "threshold chosen there to balance sensitivity (cases found) and specificity (healthy "
+        "cases cleared). This is the class that rule gives; the bars show the same "
+        "probabilities either way."
     ),
     "not_fitted": (
         "This run has no trust values yet (no calibration.json): probabilities are the raw, "
@@ -159,7 +161,7 @@ def prediction_panel_ui(
     if rule_grade is not None and rule_grade[0] != predicted:
         grade, rule = rule_grade
         body.markdown(
-            f"Grade by this model's validation-chosen rule ({rule}): "
+            f"By this model's validation-chosen rule ({rule}): "
             f"**{labels[grade] if grade < len(labels) else grade}**",
             help=HELP["rule"],
         )
@@ -217,27 +219,23 @@ def checked_prediction_ui(
             key=key,
             true_index=true_index,
             container=container,
-            rule_grade=_rule_grade(run_path, x),
+            rule_grade=_rule_grade(run_path, x, labels),
         )
     return shown
 
 
-def _rule_grade(run_path: str, x: np.ndarray) -> tuple[int, str] | None:
-    """The grade of the run's val-chosen ordinal rule when it is not argmax, else None.
-
-    The rule was fitted on the model's raw softmax, so it is applied to the raw output.
-    """
+def _rule_grade(run_path: str, x: np.ndarray, labels: Sequence[str]) -> tuple[int, str] | None:
+    """The class of the run's val-chosen rule (ordinal cut points, binary operating point)
+    when it is not argmax, else None (:func:`core.clinical.decision_by_rule`)."""
     from app import cache
-    from core import ordinal
+    from core import clinical
 
     evaluation = cache.run_file(run_path, "evaluation.json") or {}
-    rule = ((evaluation.get("clinical") or {}).get("ordinal_rule")) or {}
-    if rule.get("rule") in (None, "argmax"):
+    block = evaluation.get("clinical") or {}
+    if not block.get("ordinal_rule") and not block.get("operating_point"):
         return None
     raw = cache.probabilities(run_path, np.asarray(x, dtype=np.float32))
-    grade = ordinal.predict_grades(raw[None], rule["rule"], rule.get("cuts"))[0]
-    name = "cut points on the expected grade" if rule["rule"] == "cutpoints" else "expected grade"
-    return int(grade), name
+    return clinical.decision_by_rule(block, raw, list(labels))
 
 
 def prediction_source_ui(

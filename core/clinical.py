@@ -422,3 +422,56 @@ def _op_line(what: str, op: dict[str, Any]) -> str:
         f"{what} {op['threshold']:.3f} chosen on val: test sensitivity "
         f"{_fmt(t['sensitivity'])}, specificity {_fmt(t['specificity'])}"
     )
+
+
+def decision_by_rule(
+    block: dict[str, Any] | None, raw_proba: np.ndarray, labels: list[str]
+) -> tuple[int, str] | None:
+    """The class a run's validation-chosen rule gives one image, when that rule is not argmax.
+
+    Two rules are chosen on the validation split and stored in ``evaluation.json``'s
+    ``clinical`` block (:func:`clinical_report`): the ordinal rule of graded datasets
+    (``ordinal_rule``) and, for binary tasks, the operating point (``operating_point``: positive
+    when the positive class's probability is at least the threshold). Both were fitted on the
+    model's raw softmax, so they read the raw output, not the calibrated one.
+
+    Args:
+        block: ``evaluation.json``'s ``clinical`` block (None or {} when absent).
+        raw_proba: the model's raw probabilities for one image ``(classes,)``.
+        labels: class names by index (names the positive class in the rule text).
+
+    Returns:
+        ``(class index, plain description of the rule)``, or None when the run has no such
+        rule or it is argmax.
+
+    Example::
+
+        >>> block = {"operating_point": {"threshold": 0.09, "rule": "youden", "chosen_on": "val"}}
+        >>> decision_by_rule(block, np.array([0.85, 0.15]), ["normal", "hyperplasia"])[0]
+        1
+    """
+    from core import ordinal  # ordinal reads no clinical code; imported here to keep it light
+
+    block = block or {}
+    raw = np.asarray(raw_proba, dtype=np.float64).ravel()
+    rule = block.get("ordinal_rule") or {}
+    if rule.get("rule") not in (None, "argmax"):
+        grade = int(ordinal.predict_grades(raw[None], rule["rule"], rule.get("cuts"))[0])
+        name = (
+            "cut points on the expected grade" if rule["rule"] == "cutpoints" else "expected grade"
+        )
+        return grade, name
+    op = block.get("operating_point") or {}
+    threshold = op.get("threshold")
+    if isinstance(threshold, int | float) and raw.size == 2 and np.isfinite(threshold):
+        positive = labels[-1] if labels else "positive"
+        how = {
+            "youden": "the best sensitivity + specificity",
+            "specificity": "the target specificity",
+        }.get(op.get("rule"), "its rule")
+        text = (
+            f"{positive} when its uncalibrated probability is {threshold:.1%} or more, a "
+            f"threshold chosen on the validation images for {how}"
+        )
+        return int(raw[-1] >= threshold), text
+    return None

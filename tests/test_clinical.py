@@ -201,3 +201,40 @@ def test_cutpoints_fitted_to_noise_lose_to_argmax_under_cross_validation():
     chosen = ordinal.choose_rule(y, p)
     assert chosen["cutpoints_in_sample_acc"] > chosen["val_acc"]["cutpoints"]
     assert chosen["rule"] == "argmax"
+
+
+def test_decision_by_rule_binary_operating_point_and_ordinal_cut_points():
+    labels = ["normal", "hyperplasia"]
+    block = {"operating_point": {"threshold": 0.09, "rule": "youden", "chosen_on": "val"}}
+    call, text = clinical.decision_by_rule(block, np.array([0.85, 0.15]), labels)
+    assert call == 1 and "hyperplasia when its uncalibrated probability is 9.0% or more" in text
+    assert "sensitivity + specificity" in text
+    assert clinical.decision_by_rule(block, np.array([0.95, 0.05]), labels)[0] == 0
+    assert clinical.decision_by_rule(block, np.array([0.91, 0.09]), labels)[0] == 1  # >= cut
+    # no stored rule, or argmax: nothing to add beside the prediction
+    assert clinical.decision_by_rule({}, np.array([0.3, 0.7]), labels) is None
+    assert clinical.decision_by_rule(None, np.array([0.3, 0.7]), labels) is None
+    argmax = {"ordinal_rule": {"rule": "argmax"}}
+    assert clinical.decision_by_rule(argmax, np.full(5, 0.2), list("abcde")) is None
+    # an ordinal rule gives the same grade as core.ordinal on the raw output
+    raw = np.array([0.1, 0.1, 0.2, 0.3, 0.3])
+    rule = {"ordinal_rule": {"rule": "expected"}}
+    grade, name = clinical.decision_by_rule(rule, raw, list("abcde"))
+    assert grade == int(ordinal.predict_grades(raw[None], "expected", None)[0])
+    assert name == "expected grade"
+
+
+def test_shipped_cnn3d_operating_point_calls_the_cases_argmax_misses():
+    """The shipped AdrenalMNIST3D model calls 296 of 298 test volumes normal at argmax
+    (hyperplasia recall 0.03); its val-chosen threshold is what the app shows beside it."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "trained_models" / "cnn3d" / "evaluation.json"
+    block = json.loads(path.read_text())["clinical"]
+    op = block["operating_point"]
+    assert op["chosen_on"] == "val" and 0 < op["threshold"] < 0.5
+    labels = ["normal", "hyperplasia"]
+    just_above = np.array([1 - op["threshold"], op["threshold"]])
+    assert np.argmax(just_above) == 0
+    assert clinical.decision_by_rule(block, just_above, labels)[0] == 1

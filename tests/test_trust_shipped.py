@@ -42,3 +42,28 @@ def test_shipped_guard_flags_foreign_images_and_reproduces_its_figures(run, flag
     # probabilities stay probabilities and uncertainty is 1 - top probability
     np.testing.assert_allclose(out["proba"].sum(axis=1), 1.0, atol=1e-6)
     np.testing.assert_allclose(out["uncertainty"], 1 - out["proba"].max(axis=1), atol=1e-9)
+
+
+def test_shipped_cnn3d_page_shows_the_val_chosen_call_beside_argmax(monkeypatch):
+    """Test volume 23 is hyperplasia; the shipped 3D model's argmax calls it normal (p = 0.24),
+    its validation-chosen threshold (0.09) calls it hyperplasia: the page shows both."""
+    from pathlib import Path
+
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    require_real_file("adrenalmnist3d")
+    monkeypatch.setenv("TRAINED_MODELS_DIR", str(SHIPPED))
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    home = str(Path(REPO) / "app" / "Home.py")
+    at = AppTest.from_file(home, default_timeout=240).run()
+    at.query_params["run"] = "cnn3d"
+    at.query_params["index"] = "23"
+    at.switch_page("../pages/gradcam.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    text = " ".join(m.value for m in at.markdown)
+    assert "Model predicted: **normal**" in text, text[:3000]
+    rule = "validation-chosen rule (hyperplasia when its uncalibrated probability is 9.1% or more"
+    assert rule in text
+    assert "): **hyperplasia**" in text
