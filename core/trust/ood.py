@@ -162,8 +162,15 @@ def score(
 
 
 def threshold_for(in_dist_scores: np.ndarray, false_alarm: float = FALSE_ALARM) -> float:
-    """The smallest threshold flagging (score > threshold) at most ``false_alarm`` of the
-    in-distribution scores.
+    """The threshold (flag when score > threshold) whose false-alarm rate on *new*
+    in-distribution images is at most ``false_alarm`` on average.
+
+    It is the split-conformal quantile: the ``ceil((1 - false_alarm) * (n + 1))``-th smallest of
+    the ``n`` validation scores. A new image exchangeable with them exceeds it with probability
+    at most ``false_alarm`` (Vovk et al.; Angelopoulos & Bates 2021, section 1). The plain
+    empirical quantile, which flags ``floor(false_alarm * n)`` validation images, overshoots by
+    about ``1 / (n + 1)``: on RetinaMNIST's 120 validation images it expects 5.8 %, and 6-7 % of
+    test images were flagged with it.
 
     Raises:
         ValueError: empty scores or a rate outside [0, 1).
@@ -173,8 +180,9 @@ def threshold_for(in_dist_scores: np.ndarray, false_alarm: float = FALSE_ALARM) 
         raise ValueError(
             f"need scores and a false-alarm rate in [0, 1), got {len(s)}, {false_alarm}"
         )
-    allowed = int(np.floor(false_alarm * len(s)))  # cases allowed above the threshold
-    return float(s[len(s) - 1 - allowed])
+    rank = int(np.ceil((1.0 - false_alarm) * (len(s) + 1)))  # 1-based
+    # too few scores to promise the rate: flag nothing seen so far (the largest score)
+    return float(s[min(rank, len(s)) - 1])
 
 
 def flag_rate(scores: np.ndarray, threshold: float) -> float:
