@@ -32,16 +32,17 @@ def _plain(text: str) -> str:
     return re.sub(r"([\\`*_{}\[\]()<>#+\-.!|~])", r"\\\1", text)
 
 
-def volume_upload_ui(flag: str, side: int) -> tuple[np.ndarray, str] | None:
-    """Draw the uploader; return the model's view of the upload and its SHA-256, or None.
+def volume_upload_ui(flag: str, side: int) -> tuple[np.ndarray, str, str] | None:
+    """Draw the uploader; return the model's view of the upload, its SHA-256 and format.
 
     Args:
         flag: the dataset whose models will look at the volume (for the mask/intensity check).
         side: the models' grid side (28 or 64): the volume is resampled to ``side``³.
 
     Returns:
-        ``(volume (side, side, side) float32 in [0, 1], sha256 hex)``, or None while no valid
-        file is uploaded (the reason is on screen).
+        ``(volume (side, side, side) float32 in [0, 1], sha256 hex, format)`` (format as in
+        ``PreparedVolume.format``: it tells the viewer the orientation), or None while no
+        valid file is uploaded (the reason is on screen).
     """
     upload = st.file_uploader(
         f"NIfTI (.nii, .nii.gz), NumPy (.npy, .npz with one array) or a DICOM series (.zip "
@@ -92,4 +93,4 @@ def volume_upload_ui(flag: str, side: int) -> tuple[np.ndarray, str] | None:
     warning = modality_warning(flag, prepared.is_mask)
     if warning:
         st.warning(warning, icon=":material/warning:")
-    return prepared.array[..., 0], digest
+    return prepared.array[..., 0], digest, prepared.format
