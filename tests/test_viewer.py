@@ -171,3 +171,21 @@ def test_info_knows_ct_intensity_from_masks():
     assert info.volume_kind("retinamnist") is None and not info.is_ct_intensity("retinamnist")
     assert "binary shape mask" in info.modality_note("adrenalmnist3d")
     assert info.modality_note("nodulemnist3d") == "CT intensity"
+
+
+def test_redraw_benchmark_runs_and_reports_every_case(tmp_path, capsys):
+    from benchmarks import viewer_redraw
+
+    out = tmp_path / "redraw.json"
+    assert viewer_redraw.main(["--repeats", "2", "--output", str(out)]) == 0
+    import json
+
+    rows = json.loads(out.read_text())
+    assert [(r["size"], r["heatmap"]) for r in rows] == [
+        (28, False),
+        (28, True),
+        (64, False),
+        (64, True),
+    ]
+    assert all(r["median_ms"] > 0 and r["sent_kb"] > 1 for r in rows)
+    assert "| 64³ | yes |" in capsys.readouterr().out
