@@ -63,16 +63,24 @@ def _step_slice(delta: int, shape: tuple[int, int, int]) -> None:
     st.session_state[key] = min(shape[axis], max(1, current + delta))
 
 
-def window_ui(flag: str) -> cv.Window | None:
-    """Window/level presets for CT-intensity datasets; None (as stored) for the others.
+MEDMNIST_SCALE = (
+    "MedMNIST's 0–255 grey scale (MedMNIST already turned each scan's Hounsfield units into "
+    "grey levels and does not store how)"
+)
+UPLOAD_SCALE = "the 0–255 grey scale your volume was rescaled to (its lowest value 0, highest 255)"
+
+
+def window_ui(kind: str | None, scale: str = MEDMNIST_SCALE) -> cv.Window | None:
+    """Window/level presets for CT-intensity volumes; None (as stored) for the others.
 
     Args:
-        flag: The dataset whose models look at the volume.
+        kind: ``info.volume_kind`` of the volume (``VOLUME_CT`` gets presets; ``VOLUME_MASK``
+            says there is nothing to window; other kinds are shown as stored).
+        scale: What the 0-255 grey levels are, in words (MedMNIST's or an upload's rescale).
 
     Returns:
-        The chosen window, or None when the dataset is not CT intensity (a binary mask says so).
+        The chosen window, or None when no window applies.
     """
-    kind = info.volume_kind(flag)
     if kind == info.VOLUME_MASK:
         st.caption(
             "Binary shape mask (0/255): every voxel is black or white, so there is no "
@@ -83,12 +91,10 @@ def window_ui(flag: str) -> cv.Window | None:
         return None
     options = [*cv.WINDOW_PRESETS, CUSTOM]
     choice = st.selectbox(
-        "Window/level (CT)",
+        "Window/level",
         options,
         key="volume_window",
-        help="MedMNIST already turned each scan's Hounsfield units into grey levels 0–255 and "
-        "does not store how, so these presets stretch contrast on that 0–255 scale: they "
-        "are not Hounsfield windows.",
+        help=f"The presets stretch contrast on {scale}: they are not Hounsfield windows.",
     )
     if choice == CUSTOM:
         c1, c2 = st.columns(2)
@@ -100,7 +106,7 @@ def window_ui(flag: str) -> cv.Window | None:
             "white; darker shows black, brighter white."
         )
         return window
-    st.caption(f"**{choice}**: {cv.PRESET_HELP[choice]} (on MedMNIST's 0–255 grey scale).")
+    st.caption(f"**{choice}**: {cv.PRESET_HELP[choice]}, on {scale}.")
     return cv.WINDOW_PRESETS[choice]
 
 
@@ -108,8 +114,9 @@ def window_ui(flag: str) -> cv.Window | None:
 def slice_viewer_ui(
     volume: np.ndarray,
     cam: np.ndarray | None,
-    flag: str,
+    kind: str | None,
     orientation: cv.Orientation = cv.ASSUMED_LPS,
+    scale: str = MEDMNIST_SCALE,
 ) -> None:
     """Three linked views with crosshair, orientation letters, window/level and stepping.
 
@@ -118,14 +125,15 @@ def slice_viewer_ui(
     Args:
         volume: ``(D, H, W)`` float in [0, 1] (stored grey level / 255).
         cam: Optional heatmap of the same shape, in [0, 1].
-        flag: Dataset (decides whether window/level applies).
+        kind: ``info.volume_kind`` of the volume (decides whether window/level applies).
         orientation: Where the array axes point in the patient (labels and flips).
+        scale: What the grey levels are, for the window/level captions.
     """
     shape = tuple(int(s) for s in volume.shape[:3])
     st.subheader("Orthogonal slices")
     c1, c2, c3 = st.columns([2, 1, 1])
     with c1:
-        window = window_ui(flag)
+        window = window_ui(kind, scale)
     alpha = c2.slider(
         "Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="volume_alpha", disabled=cam is None
     )

@@ -46,8 +46,10 @@ if source == "Upload a volume":
         for axis in range(3):
             st.session_state.pop(f"volume_slice_{axis}", None)
         st.stop()
-    volume, digest, file_format = uploaded
-    orientation = cv.orientation_for(file_format)
+    volume, digest = uploaded.volume, uploaded.digest
+    orientation = cv.orientation_for(uploaded.format)
+    # an intensity upload gets window/level whatever the models saw (they are warned about)
+    kind, scale = (info.VOLUME_MASK if uploaded.is_mask else info.VOLUME_CT), viewer_ui.UPLOAD_SCALE
     split, index = "upload", digest[:12]  # what the class picker's context keys on
     st.info(
         f"Your volume, shown to **{describe.dataset_title(flag)}** models at {size}³ voxels. "
@@ -75,6 +77,7 @@ else:
         icon=":material/info:",
     )
     orientation = cv.ASSUMED_LPS  # MedMNIST files record no orientation
+    kind, scale = info.volume_kind(flag), viewer_ui.MEDMNIST_SCALE
     viewer_ui.case_stepper_ui(index, len(images))
 
 # The heatmap needs a 3D model trained on this dataset at this size (optional).
@@ -131,7 +134,7 @@ else:
     side.caption("Pick a 3D model to overlay its heatmap (where it looked).")
 
 with w.guard("drawing the slices"):
-    viewer_ui.slice_viewer_ui(volume, cam, flag, orientation)
+    viewer_ui.slice_viewer_ui(volume, cam, kind, orientation, scale)
 
 scene_col = st.container()
 

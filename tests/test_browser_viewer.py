@@ -8,14 +8,18 @@ Real AdrenalMNIST3D volumes (``MEDMNIST_ROOT``); screenshots go to ``test-artifa
 
 from __future__ import annotations
 
+import gzip
 import re
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 from app_helpers import CHROMIUM, streamlit_server, wait_idle
 from conftest import real_root, require_real_file
 from playwright.sync_api import expect
-from test_browser import SHOTS, assert_no_error_shown
+from test_browser import SHOTS, assert_no_error_shown, choose
+from test_browser_volume_upload import upload
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 WAIT = 30_000  # ms: a loaded 2-core CI machine reruns the fragment slowly
@@ -132,4 +136,45 @@ def test_click_moves_the_other_views_and_stepping_works(server, page):
     page.locator(".st-key-volume_prev_case button").click()
     expect(info).to_contain_text("test sample #3", timeout=WAIT)
     expect(page.locator(".st-key-volume_index input")).to_have_value("3", timeout=WAIT)
+    assert_no_error_shown(page)
+
+
+def ct_like_nii_gz() -> bytes:
+    """A chest-CT-like volume in Hounsfield units: air, body, two lungs, a nodule, a spine.
+
+    Non-cubic (40 slices of 48 x 56) with 0.8 x 0.8 x 1.5 mm voxels in RAS, like a scan
+    exported to NIfTI, so the viewer resamples it and takes its orientation from the header.
+    """
+    z, y, x = np.indices((40, 48, 56)).astype(np.float32)
+    hu = np.full(z.shape, -1000.0, np.float32)  # air
+    body = ((x - 28) / 26) ** 2 + ((y - 24) / 20) ** 2 < 1
+    hu[body] = 40.0  # soft tissue
+    for cx in (17, 39):  # lungs
+        hu[((x - cx) / 9) ** 2 + ((y - 26) / 13) ** 2 < 1] = -820.0
+    # RAS: x grows towards the patient's right and y towards the front, so the left lung is
+    # at small x and the spine at small y; the axial view must show them on the viewer's
+    # right (L) and at the bottom (P)
+    hu[(x - 17) ** 2 + (y - 30) ** 2 + (z - 26) ** 2 < 16] = 60.0  # a nodule in the left lung
+    hu[(x - 28) ** 2 + (y - 7) ** 2 < 16] = 700.0  # spine (bone), posterior
+    xyz = np.moveaxis(hu, (0, 1, 2), (2, 1, 0))
+    image = nib.Nifti1Image(xyz, affine=np.diag([0.8, 0.8, 1.5, 1.0]))
+    return gzip.compress(image.to_bytes())
+
+
+def test_an_uploaded_ct_gets_window_presets_and_header_orientation(server, page):
+    text = upload(page, server, "chest_ct.nii.gz", ct_like_nii_gz())
+    assert "Accepted chest_ct.nii.gz" in text, text[:2000]
+    box = page.locator(".st-key-volume_window")
+    expect(box).to_be_visible(timeout=WAIT)
+    expect(
+        page.get_by_text("From the NIfTI header: the volume was reoriented to RAS")
+    ).to_be_visible(timeout=WAIT)
+    choose(page, "volume_window", "Lung")
+    expect(page.get_by_text("the darkest half (0–128, air and lung)")).to_be_visible(timeout=WAIT)
+    # RAS: x grows to the patient's right, so the coronal view's left column is the last x,
+    # and superior (the last z) is its top row
+    click_cell(page, 1, 0, 0)
+    expect(caption(page, 0)).to_have_text(f"Axial (z) {N}/{N}", timeout=WAIT)
+    expect(caption(page, 2)).to_have_text(f"Sagittal (x) {N}/{N}", timeout=WAIT)
+    page.screenshot(path=str(SHOTS / "viewer_upload_ct_lung.png"), full_page=True)
     assert_no_error_shown(page)
