@@ -9,7 +9,7 @@ inside the function.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,6 +160,52 @@ def is_researcher() -> bool:
     return mode == "localhost"
 
 
+@dataclass(frozen=True)
+class ReviewerChoice:
+    """Who reviews, decided from the sign-in state and the name given in this session.
+
+    Attributes:
+        name: The identity stored with every verdict, or None while it is not known.
+        source: "signed_in" (``st.user``), "session" (the name typed in this browser
+            session), "sign_in" (login is configured, nobody is signed in: offer sign-in) or
+            "ask_name" (no login configured, no name yet: ask for one).
+    """
+
+    name: str | None
+    source: str
+
+
+def choose_reviewer(
+    login_configured: bool, user: Mapping[str, Any], session_name: str | None
+) -> ReviewerChoice:
+    """The reviewer's identity: the signed-in user when login is configured, else a name.
+
+    When login is configured, a typed name is never used: verdicts carry the identity the
+    identity provider vouches for (its e-mail, else its name).
+
+    Args:
+        login_configured: ``secrets.toml`` has an ``[auth]`` section (``st.login`` works).
+        user: ``st.user`` (a mapping: ``is_logged_in``, ``email``, ``name``, ...).
+        session_name: The name given earlier in this browser session, if any.
+
+    Returns:
+        The ``ReviewerChoice``.
+
+    Raises:
+        ValueError: the signed-in user's e-mail/name is not a valid reviewer name (see
+            ``core.reviews.validate_reviewer``).
+    """
+    if login_configured:
+        if user.get("is_logged_in", False):
+            who = user.get("email") or user.get("name")
+            if who:
+                return ReviewerChoice(validate_reviewer(str(who)), "signed_in")
+        return ReviewerChoice(None, "sign_in")
+    if session_name:
+        return ReviewerChoice(session_name, "session")
+    return ReviewerChoice(None, "ask_name")
+
+
 def reviewer_ui() -> str | None:
     """The reviewer's identity: the signed-in user, else a name asked once per browser session.
 
@@ -167,14 +213,24 @@ def reviewer_ui() -> str | None:
         The name stored with every verdict, or None while it is not known yet (the page stops;
         a sign-in button or a name form is on screen).
     """
-    if _login_configured():
-        user = st.user
-        if user.get("is_logged_in", False):
-            who = user.get("email") or user.get("name")
-            if who:
-                st.sidebar.caption("Reviewing as (signed in):")
-                st.sidebar.text(str(who))  # plain text: a name is never Markdown
-                return validate_reviewer(str(who))
+    login = _login_configured()
+    try:
+        choice = choose_reviewer(
+            login, st.user if login else {}, st.session_state.get(REVIEWER_KEY)
+        )
+    except ValueError:
+        st.error(
+            "Your sign-in identity cannot be stored as a reviewer name (empty, over 120 "
+            "characters or with control characters).\n"
+            "1. Ask the operator to check the identity provider's e-mail/name claims.\n"
+            "2. Sign in again."
+        )
+        return None
+    if choice.source == "signed_in":
+        st.sidebar.caption("Reviewing as (signed in):")
+        st.sidebar.text(choice.name)  # plain text: a name is never Markdown
+        return choice.name
+    if choice.source == "sign_in":
         st.info(
             "Sign in to review cases: every verdict is stored with your identity.",
             icon=":material/login:",
@@ -182,11 +238,10 @@ def reviewer_ui() -> str | None:
         if st.button("Sign in", key="review_login", type="primary"):
             st.login()
         return None
-    name = st.session_state.get(REVIEWER_KEY)
-    if name:
+    if choice.source == "session":
         st.sidebar.caption("Reviewing as (name given in this browser session):")
-        st.sidebar.text(name)  # plain text: a typed name is never rendered as Markdown
-        return name
+        st.sidebar.text(choice.name)  # plain text: a typed name is never rendered as Markdown
+        return choice.name
     with st.form("review_name_form"):
         typed = st.text_input(
             "Your name",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
 
 import numpy as np
 import streamlit as st
@@ -32,16 +33,33 @@ def _plain(text: str) -> str:
     return re.sub(r"([\\`*_{}\[\]()<>#+\-.!|~])", r"\\\1", text)
 
 
-def volume_upload_ui(flag: str, side: int) -> tuple[np.ndarray, str] | None:
-    """Draw the uploader; return the model's view of the upload and its SHA-256, or None.
+@dataclass(frozen=True)
+class UploadedVolume:
+    """What the viewer needs of an accepted upload.
+
+    Attributes:
+        volume: The model's view, ``(side, side, side)`` float32 in [0, 1].
+        digest: SHA-256 hex of the file's bytes.
+        format: ``PreparedVolume.format`` (tells the viewer the orientation).
+        is_mask: Two values only (a binary mask: no window/level).
+    """
+
+    volume: np.ndarray
+    digest: str
+    format: str
+    is_mask: bool
+
+
+def volume_upload_ui(flag: str, side: int) -> UploadedVolume | None:
+    """Draw the uploader; return the accepted upload, or None.
 
     Args:
         flag: the dataset whose models will look at the volume (for the mask/intensity check).
         side: the models' grid side (28 or 64): the volume is resampled to ``side``³.
 
     Returns:
-        ``(volume (side, side, side) float32 in [0, 1], sha256 hex)``, or None while no valid
-        file is uploaded (the reason is on screen).
+        The ``UploadedVolume``, or None while no valid file is uploaded (the reason is on
+        screen).
     """
     upload = st.file_uploader(
         f"NIfTI (.nii, .nii.gz), NumPy (.npy, .npz with one array) or a DICOM series (.zip "
@@ -92,4 +110,4 @@ def volume_upload_ui(flag: str, side: int) -> tuple[np.ndarray, str] | None:
     warning = modality_warning(flag, prepared.is_mask)
     if warning:
         st.warning(warning, icon=":material/warning:")
-    return prepared.array[..., 0], digest
+    return UploadedVolume(prepared.array[..., 0], digest, prepared.format, prepared.is_mask)

@@ -27,8 +27,20 @@ TASKS: tuple[str, ...] = ("binary-class", "multi-class", "ordinal-regression", M
 MODELS_2D: frozenset[str] = frozenset({"cnn2d", "vgg16", "resnet"})
 MODELS_3D: frozenset[str] = frozenset({"cnn3d", "resnet"})
 
-# Shape-mask 3D datasets are binary voxel masks (0/255), not CT intensities (DESIGN.md §3).
-_SHAPE_MASK_3D = {"adrenalmnist3d", "vesselmnist3d"}
+# What the voxels of each 3D dataset are (DESIGN.md §3). Shape-mask datasets are binary voxel
+# masks (0/255), not CT intensities: no window/level applies to them. CT datasets are grey levels
+# that MedMNIST already mapped from Hounsfield units to 0-255 (the mapping is not in the files).
+VOLUME_CT = "ct"
+VOLUME_MASK = "mask"
+VOLUME_MICROSCOPY = "microscopy"
+_VOLUME_KIND = {
+    "organmnist3d": VOLUME_CT,
+    "nodulemnist3d": VOLUME_CT,
+    "fracturemnist3d": VOLUME_CT,
+    "adrenalmnist3d": VOLUME_MASK,
+    "vesselmnist3d": VOLUME_MASK,
+    "synapsemnist3d": VOLUME_MICROSCOPY,
+}
 
 
 def _load_medmnist_module(name: str) -> ModuleType:
@@ -218,12 +230,35 @@ def expected_md5(flag: str, size: int = 28) -> str:
     return dataset_info(flag)["MD5" if size == 28 else f"MD5_{size}"]
 
 
+def volume_kind(flag: str) -> str | None:
+    """What a 3D dataset's voxels are: ``VOLUME_CT``, ``VOLUME_MASK`` or ``VOLUME_MICROSCOPY``.
+
+    Args:
+        flag: MedMNIST flag.
+
+    Returns:
+        The kind, or None for a 2D dataset. A 3D flag this table does not know is taken as CT
+        intensity (what most MedMNIST 3D sets are), as ``modality_note`` always did.
+    """
+    if not is_3d(flag):
+        return None
+    return _VOLUME_KIND.get(flag, VOLUME_CT)
+
+
+def is_ct_intensity(flag: str) -> bool:
+    """True for 3D datasets of CT grey levels: the viewer offers window/level presets."""
+    return volume_kind(flag) == VOLUME_CT
+
+
 def modality_note(flag: str) -> str:
     """What the voxel values mean, so a clinician does not read masks as intensities."""
-    if not is_3d(flag):
+    kind = volume_kind(flag)
+    if kind is None:
         return "2D image"
-    if flag in _SHAPE_MASK_3D:
+    if kind == VOLUME_MASK:
         return "binary shape mask (0/255), not CT intensity"
+    if kind == VOLUME_MICROSCOPY:
+        return "electron microscopy intensity"
     return "CT intensity"
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app import cache, describe, explain_ui, figures, state, trust_ui
+from app import cache, describe, explain_ui, state, trust_ui, viewer_ui
 from app import volume as v3d
 from app import widgets as w
 from app.volume_upload_ui import volume_upload_ui
 from core import info
+from core import viewer as cv
 
 st.title("3D volume viewer")
 
@@ -45,7 +46,10 @@ if source == "Upload a volume":
         for axis in range(3):
             st.session_state.pop(f"volume_slice_{axis}", None)
         st.stop()
-    volume, digest = uploaded
+    volume, digest = uploaded.volume, uploaded.digest
+    orientation = cv.orientation_for(uploaded.format)
+    # an intensity upload gets window/level whatever the models saw (they are warned about)
+    kind, scale = (info.VOLUME_MASK if uploaded.is_mask else info.VOLUME_CT), viewer_ui.UPLOAD_SCALE
     split, index = "upload", digest[:12]  # what the class picker's context keys on
     st.info(
         f"Your volume, shown to **{describe.dataset_title(flag)}** models at {size}³ voxels. "
@@ -72,6 +76,9 @@ else:
         f"label **{true_label}**. Voxel values are a **{info.modality_note(flag)}**.",
         icon=":material/info:",
     )
+    orientation = cv.ASSUMED_LPS  # MedMNIST files record no orientation
+    kind, scale = info.volume_kind(flag), viewer_ui.MEDMNIST_SCALE
+    viewer_ui.case_stepper_ui(index, len(images))
 
 # The heatmap needs a 3D model trained on this dataset at this size (optional).
 run = w.run_picker_ui(
@@ -126,7 +133,10 @@ if run is not None:
 else:
     side.caption("Pick a 3D model to overlay its heatmap (where it looked).")
 
-scene_col, slice_col = st.columns([3, 2], gap="large")
+with w.guard("drawing the slices"):
+    viewer_ui.slice_viewer_ui(volume, cam, kind, orientation, scale)
+
+scene_col = st.container()
 
 with scene_col:
     st.subheader("3D scene")
@@ -192,36 +202,3 @@ with scene_col:
         + ("; red: heat above the heat threshold." if cam is not None else ".")
         + " Drag to rotate, scroll to zoom."
     )
-
-
-@st.fragment
-def slice_viewer(volume: np.ndarray, cam: np.ndarray | None) -> None:
-    """Axial/coronal/sagittal sliders; only this fragment reruns when one moves."""
-    st.subheader("Orthogonal slices")
-    d, h, wd = volume.shape
-    alpha = st.slider(
-        "Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="volume_alpha", disabled=cam is None
-    )
-    cmap = st.selectbox("Colormap", w.COLORMAPS, key="volume_cmap", disabled=cam is None)
-    planes = [("Axial (z)", 0, d), ("Coronal (y)", 1, h), ("Sagittal (x)", 2, wd)]
-    # slices are numbered from 1 for people: slider, caption and Explanations page agree
-    numbers = []
-    for name, axis, n in planes:
-        # another volume size starts again in the middle (slice 15 of 28 is not the middle of 64)
-        state.follow(
-            f"volume_slice_{axis}", range(1, n + 1), n // 2 + 1, parent=n, keep_valid=False
-        )
-        numbers.append(st.slider(f"{name} slice", 1, n, key=f"volume_slice_{axis}"))
-    with w.Timer() as timer:
-        pictures = [
-            figures.slice_picture(volume, cam, axis, number - 1, alpha, cmap)
-            for (_, axis, _), number in zip(planes, numbers, strict=True)
-        ]
-        cols = st.columns(3)
-        for col, (name, _, n), number, pic in zip(cols, planes, numbers, pictures, strict=True):
-            col.image(pic, caption=f"{name} {number}/{n}", width="stretch")
-    st.caption(f"Slice redraw: {timer.ms:.0f} ms server time")
-
-
-with slice_col, w.guard("drawing the slices"):
-    slice_viewer(volume, cam)

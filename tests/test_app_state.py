@@ -293,10 +293,10 @@ def test_slice_sliders_and_captions_count_alike(env):
         slider = at.slider(key=f"volume_slice_{axis}")
         assert slider.min == 1 and slider.max == 28
     at.slider(key="volume_slice_0").set_value(3).run()
-    captions = [c for img in at.image for c in img.captions]
+    captions = [c.value for c in at.caption]
     assert "Axial (z) 3/28" in captions, captions
     at.slider(key="volume_slice_0").set_value(28).run()
-    assert "Axial (z) 28/28" in [c for img in at.image for c in img.captions]
+    assert "Axial (z) 28/28" in [c.value for c in at.caption]
 
     goto(at, "gradcam", {"run": env["runs"]["adrenal"]})
     slider = at.slider(key="gradcam_slice")

@@ -23,11 +23,11 @@ from app_helpers import (
     streamlit_server,
     wait_attribute_changes,
     wait_body_text,
-    wait_captions,
     wait_idle,
 )
 from conftest import real_root, require_real_file
 from PIL import Image
+from playwright.sync_api import expect
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 SHOTS = REPO / "test-artifacts" / "browser"
@@ -118,11 +118,14 @@ def test_every_page_opens(server, page):
 def test_volume_slices_scrub_and_3d_is_not_blank(server, page):
     open_page(page, server, "volume", "?dataset=adrenalmnist3d&index=3")
     wait_body_text(page, "binary shape mask")
-    wait_captions(page, "Axial (z) 15/28")
+    # the views are click components; their captions sit in keyed containers under them
+    expect(page.locator(".st-key-volume_caption_0")).to_have_text("Axial (z) 15/28", timeout=30_000)
     press_slider(page, "volume_slice_0", 4)
-    wait_captions(page, "Axial (z) 19/28")
+    expect(page.locator(".st-key-volume_caption_0")).to_have_text("Axial (z) 19/28", timeout=30_000)
     press_slider(page, "volume_slice_2", 3, "ArrowLeft")
-    wait_captions(page, "Sagittal (x) 12/28")
+    expect(page.locator(".st-key-volume_caption_2")).to_have_text(
+        "Sagittal (x) 12/28", timeout=30_000
+    )
     alpha = page.locator(".st-key-volume_alpha")
     before = alpha.inner_text()
     press_slider(page, "volume_alpha", 5)

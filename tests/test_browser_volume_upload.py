@@ -20,11 +20,11 @@ from app_helpers import (
     make_run,
     streamlit_server,
     wait_body_text,
-    wait_captions,
     wait_idle,
 )
 from conftest import real_root, require_real_file
 from PIL import Image
+from playwright.sync_api import expect
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 SHOTS = REPO / "test-artifacts" / "browser"
@@ -78,7 +78,7 @@ def test_a_nii_gz_upload_renders_with_prediction(server, page):
     assert "Accepted adrenal_test3.nii.gz: NIfTI-1, 28 × 28 × 28 voxels of 1 × 1 × 1 mm" in text
     assert "Traceback" not in text and "Something went wrong" not in text
     assert "Model predicted:" in text, text[-1500:]  # the trust panel's prediction on the upload
-    wait_captions(page, "Axial (z) 15/28")
+    expect(page.locator(".st-key-volume_caption_0")).to_have_text("Axial (z) 15/28", timeout=30_000)
 
     def sliders_show_15() -> None:
         # the slider shows the slice the caption names (the upload came after a run without it)
