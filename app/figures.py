@@ -137,24 +137,6 @@ def comparison_chart(groups: Sequence[dict], dataset: str, metric: str, title: s
     return fig
 
 
-def slice_picture(
-    volume: np.ndarray,
-    cam: np.ndarray | None,
-    axis: int,
-    index: int,
-    alpha: float,
-    cmap: str,
-    side: int = 224,
-) -> np.ndarray:
-    """One slice of a volume (with its Grad-CAM overlaid when given), enlarged for display."""
-    if cam is None:
-        # plain indexing: keeps the page free of TensorFlow (core.explain) until a model is used
-        return upscale(np.take(volume, index, axis=axis), side)
-    from core import explain
-
-    return upscale(explain.overlay_slice(volume, cam, axis, index, alpha=alpha, cmap=cmap), side)
-
-
 def _display_base(image: np.ndarray, max_side: int = 512) -> np.ndarray:
     """An image for display: channel axis dropped when single, large uploads shrunk."""
     arr = to_uint8(image)
