@@ -85,6 +85,16 @@ def get_strategy(name: str = "default") -> tf.distribute.Strategy:
     raise ValueError(f"strategy {name!r} is not supported; choose one of {STRATEGIES}")
 
 
+def strategy_name(strategy: tf.distribute.Strategy | None) -> str:
+    """The strategy's public name for ``config.json`` (TensorFlow's multi-worker class is
+    ``CollectiveAllReduceStrategy`` inside; users know it as ``MultiWorkerMirroredStrategy``)."""
+    if strategy is None:
+        return "default"
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "MultiWorkerMirroredStrategy"
+    return type(strategy).__name__
+
+
 def is_chief(strategy: tf.distribute.Strategy | None = None) -> bool:
     """Whether this process saves the run: always, except a non-chief multi-worker process.
 
@@ -428,7 +438,7 @@ def run(
         "labels": labels,
         "input_shape": list(split_data.x_train.shape[1:]),
         "dataset_file": path.name,
-        "strategy": type(strategy).__name__ if strategy else "default",
+        "strategy": strategy_name(strategy),
     }
     name = cfg.name or registry.default_run_name(config_dict)
     metrics = {

@@ -185,6 +185,27 @@ def test_four_jobs_run_on_both_nodes_and_land_in_the_registry(cluster, job_env):
     )
 
 
+def test_a_two_worker_job_trains_across_both_nodes_and_the_chief_returns_one_run(cluster, job_env):
+    """N Ray tasks in a placement group meet in a rendezvous actor, set TF_CONFIG and train
+    one model with MultiWorkerMirroredStrategy; only worker 0's run comes back."""
+    started, _ = cluster
+    store = jobs.JobStore(job_env["JOBS_DB"])
+    job_id = jobs.submit_job(TINY, "researcher", store, resources={"workers": 2})
+    worker = RayWorker(job_env, started.address, max_running=1)
+    try:
+        (row,) = wait_for(lambda: _ended(store, [job_id]), 300, "the two-worker job", poll=1)
+    finally:
+        worker.stop()
+    log = store.get(job_id).log
+    assert row.status == "succeeded", (row.error, log[-3000:], worker.output()[-2000:])
+    _assert_complete_record(row)
+    assert len(row.node.split(", ")) == 2, row.node  # one label per worker
+    assert "TF_CONFIG cluster" in log and "worker 1 finished" in log
+    cfg = registry.read_json(row.run_dir, "config.json")
+    assert cfg["strategy"] == "MultiWorkerMirroredStrategy"
+    assert [p.name for p in Path(job_env["TRAINED_MODELS_DIR"]).iterdir()] == [row.run_name]
+
+
 def test_cancel_ends_the_remote_work_and_node_loss_fails_only_its_job(cluster, job_env):
     """Two long jobs (one per node), two tiny ones queued behind them. Killing the second node
     fails the job on it; cancelling the other kills its process; the tiny ones then finish on
