@@ -189,6 +189,7 @@ class Worker:
         self._stop = threading.Event()
         self._running: dict[int, threading.Thread] = {}
         self._beat_lock = threading.Lock()
+        self._describe_error: str | None = None
 
     @property
     def _current(self) -> int | None:
@@ -200,10 +201,15 @@ class Worker:
 
     def _describe(self) -> dict[str, Any] | None:
         try:
-            return self.executor.describe()
+            where = self.executor.describe()
+            self._describe_error = None
+            return where
         except Exception as exc:  # a cluster that went away: report it, keep the worker
-            log.warning("[worker] could not describe the executor: %s", exc)
-            return {"kind": self.executor.kind, "error": f"{type(exc).__name__}: {exc}"}
+            error = f"{type(exc).__name__}: {exc}"
+            if error != self._describe_error:  # once per new error, not every 10 s
+                log.warning("[worker] could not describe the executor: %s", exc)
+            self._describe_error = error
+            return {"kind": self.executor.kind, "error": error}
 
     def _beat(self) -> None:
         last_describe = time.monotonic()
@@ -313,7 +319,9 @@ class Worker:
                 if not self._running:
                     log.info("[worker] restart requested: exiting before the next job")
                     return
-            elif len(self._running) < self.executor.max_running:
+            elif len(self._running) < self.executor.max_running and self.executor.ready(
+                busy=bool(self._running)
+            ):
                 job = self.store.claim_next(self.id)
                 if job is not None:
                     claimed += 1

@@ -39,6 +39,17 @@ class Executor:
             RuntimeError: the cluster cannot be reached (the message says what to check).
         """
 
+    def ready(self, busy: bool) -> bool:
+        """Whether a new job can be handed over now (checked before each claim).
+
+        Args:
+            busy: jobs of this worker are still running.
+
+        Returns:
+            True locally; False while a cluster is unreachable (jobs then wait in the queue).
+        """
+        return True
+
     def close(self) -> None:
         """Disconnect; jobs still running elsewhere have been stopped by then."""
 

@@ -47,6 +47,8 @@ log = logging.getLogger("core.jobs.worker")
 
 NAMESPACE = "medmnist-jobs"
 POLL_S = 0.5
+PING_TIMEOUT_S = 10.0
+RECONNECT_EVERY_S = 10.0
 PLACEMENT_TIMEOUT_S = 600.0
 # what never goes to the nodes (gitignore syntax): models, data, environments, test output
 EXCLUDES = [
@@ -98,6 +100,7 @@ class RayExecutor(Executor):
         self.node_id: str | None = None
         # max_calls=1: a fresh process per job, so TensorFlow state never leaks into the next
         self._task = ray.remote(max_calls=1)(train_job)
+        self._last_connect = 0.0
 
     # -- connection --------------------------------------------------------------------------
     def start(self) -> None:
@@ -132,12 +135,45 @@ class RayExecutor(Executor):
             self.max_running = max(1, int(ray.cluster_resources().get("CPU", 1)))
         log.info("[ray] connected to %s; running up to %d jobs", self.address, self.max_running)
 
+    def ready(self, busy: bool) -> bool:
+        """Ping the job channel; after a dead head, disconnect and reconnect when it is back.
+
+        Ray ends a driver whose head stays unreachable for about a minute; disconnecting first
+        keeps the worker alive, its queued jobs waiting in SQLite until the cluster returns.
+        """
+        if self.channel is not None:
+            try:
+                ray.get(self.channel.ping.remote(), timeout=PING_TIMEOUT_S)
+                return True
+            except RayError as exc:
+                log.warning("[ray] the cluster at %s is unreachable: %s", self.address, exc)
+                if busy:  # their tasks report the loss first; disconnect once they ended
+                    return False
+                self.close()
+        if time.monotonic() - self._last_connect < RECONNECT_EVERY_S:
+            return False
+        self._last_connect = time.monotonic()
+        try:
+            self.start()
+        except RuntimeError as exc:
+            log.warning("[ray] still no cluster; jobs wait in the queue: %s", exc)
+            self.close()
+            return False
+        return True
+
     def close(self) -> None:
+        self.channel = None
         if ray.is_initialized():
             ray.shutdown()
 
     def describe(self) -> dict[str, Any]:
-        """The cluster's address, live nodes and total/free CPUs and GPUs."""
+        """The cluster's address, live nodes and total/free CPUs and GPUs.
+
+        Raises:
+            RuntimeError: not connected (the worker records the error for the page).
+        """
+        if self.channel is None or not ray.is_initialized():
+            raise RuntimeError(f"not connected to {self.address}; retrying every 10 s")
         total = ray.cluster_resources()
         free = ray.available_resources()
         nodes = [n for n in ray.nodes() if n.get("Alive")]
