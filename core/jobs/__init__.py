@@ -32,6 +32,7 @@ Example::
 Usage::
 
     python -m core.jobs worker [--once | --drain] [--poll S] [--db PATH]
+        [--executor local|ray] [--address HOST:PORT] [--max-running N]   (docs/scale-out.md)
     python -m core.jobs list [--db PATH]
     python -m core.jobs cancel ID [--db PATH]
 """

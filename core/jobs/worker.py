@@ -1,9 +1,11 @@
 """The local training worker: its lock, its liveness, how it is started, and the loop it runs.
 
-``python -m core.jobs worker`` builds a :class:`Worker`, which claims queued jobs one by one
-and runs each in its own child process (``python -m core.jobs run-job ID``, see
-``core.jobs.child``), so a crash inside TensorFlow fails that job only. The worker pumps the
-child's stdout/stderr into the job's log and heartbeats every :data:`HEARTBEAT_S` seconds.
+``python -m core.jobs worker`` builds a :class:`Worker`, which claims queued jobs and hands
+each to its executor (``core.jobs.executors``): by default the local one, which runs the job in
+its own child process (``python -m core.jobs run-job ID``, see ``core.jobs.child``) so a crash
+inside TensorFlow fails that job only, one job at a time; or the Ray one, which runs up to
+``--max-running`` jobs at once on a cluster, each from a thread of this process. The worker
+heartbeats every :data:`HEARTBEAT_S` seconds and records where its jobs run.
 
 An exclusive ``flock`` on ``<db>.worker.lock`` keeps a second worker on this machine from
 running jobs in parallel; the same lock tells the app whether a worker is alive

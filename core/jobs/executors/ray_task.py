@@ -135,6 +135,12 @@ def train_job(
     log.propagate = False
     handler = _ChannelHandler(channel, job_id)
     log.addHandler(handler)
+    # TensorFlow's thread pools default to every core of the node: keep the job to the CPUs it
+    # was given, so jobs sharing a node do not slow each other down (read when TF loads)
+    cpus = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 0) or 0)
+    if cpus >= 1:
+        os.environ["TF_NUM_INTRAOP_THREADS"] = str(cpus)
+        os.environ["TF_NUM_INTEROP_THREADS"] = str(cpus)
     label = node_label()
     channel.put.remote(job_id, "node", {"node": label, "pid": os.getpid(), "index": index})
     log.info("[ray] worker %d on node %s, pid %d", index, label, os.getpid())
