@@ -34,7 +34,9 @@ def _parse_number(text: str) -> float | str:
 
 
 def retrain_form_ui(
-    datasets: Sequence[Mapping[str, Any]], families: Sequence[str]
+    datasets: Sequence[Mapping[str, Any]],
+    families: Sequence[str],
+    cluster: Mapping[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """The sidebar form of a training job.
 
@@ -42,11 +44,16 @@ def retrain_form_ui(
         datasets: one mapping per dataset flag: ``flag``, ``is_3d``, ``present`` (28 px file on
             disk) and ``note`` (e.g. "binary shape mask"), in display order.
         families: model families (``core.config.MODEL_FAMILIES``).
+        cluster: the Ray worker's description of its cluster (``core.jobs`` executor info:
+            ``cpus``, ``gpus``, ``max_node_cpus``), or None when jobs run locally. CPUs are
+            offered on a cluster, GPUs only when it has some, workers only when it has room
+            for two.
 
     Returns:
         The raw job parameters when the form was submitted on this run, else None. Values are
         passed on unvalidated (the learning rate stays text if it is not a number) so that
-        ``core.jobs.check_params`` can report every bad value in one place.
+        ``core.jobs.check_params`` can report every bad value in one place; on a cluster,
+        ``resources`` holds ``{"cpus", "gpus", "workers"}`` for ``check_resources``.
     """
     by_flag = {d["flag"]: d for d in datasets}
 
@@ -79,10 +86,86 @@ def retrain_form_ui(
                 values[f.name] = bool(st.checkbox(f.label, value=f.default, **common))
             else:  # a typo in core.jobs.form must not silently drop a field
                 raise ValueError(f"form field {f.name!r} has unknown widget {f.widget!r}")
+        if cluster:
+            values["resources"] = _resources_inputs(cluster)
         submitted = st.form_submit_button(
             "Queue training job", type="primary", key="retrain_submit", width="stretch"
         )
     return values if submitted else None
+
+
+def _resources_inputs(cluster: Mapping[str, Any]) -> dict[str, int]:
+    """CPUs per worker, and GPUs / workers when the cluster has them (inside the form)."""
+    st.caption("Resources on the Ray cluster")
+    cpus = max(1, int(cluster.get("max_node_cpus") or cluster.get("cpus") or 1))
+    gpus = int(cluster.get("gpus") or 0)
+    total_cpus = int(cluster.get("cpus") or 1)
+    wanted = {
+        "cpus": int(
+            st.number_input(
+                "CPUs per worker",
+                min_value=1,
+                max_value=cpus,
+                value=1,
+                step=1,
+                key="retrain_cpus",
+                help=f"The largest node has {cpus} CPU(s).",
+            )
+        )
+    }
+    if gpus:
+        wanted["gpus"] = int(
+            st.number_input(
+                "GPUs per worker",
+                min_value=0,
+                max_value=gpus,
+                value=0,
+                step=1,
+                key="retrain_gpus",
+                help=f"The cluster has {gpus} GPU(s) in all.",
+            )
+        )
+    if total_cpus >= 2:
+        wanted["workers"] = int(
+            st.number_input(
+                "Workers (multi-worker training)",
+                min_value=1,
+                max_value=total_cpus,
+                value=1,
+                step=1,
+                key="retrain_workers",
+                help="More than 1: one model trained by N processes with TensorFlow's "
+                "MultiWorkerMirroredStrategy, spread over the cluster's nodes.",
+            )
+        )
+    return wanted
+
+
+def executor_note(executor: Mapping[str, Any] | None) -> str:
+    """Where jobs run, in one sentence, from the worker's recorded executor description.
+
+    Args:
+        executor: ``WorkerInfo.executor`` (None: a local worker, or one from an older version).
+
+    Returns:
+        E.g. "Jobs run on this machine, one at a time." or the Ray cluster's address with its
+        nodes and free CPUs/GPUs (never a dashboard link: the app does not expose it).
+    """
+    if not executor or executor.get("kind") != "ray":
+        return "Jobs run on this machine, one at a time (local worker)."
+    if executor.get("error"):
+        return (
+            f"Jobs run on the Ray cluster at `{executor.get('address', '?')}`, which cannot "
+            f"be reached right now ({executor['error']})."
+        )
+    gpus = executor.get("gpus") or 0
+    gpu_text = f", {executor.get('free_gpus', 0):g} of {gpus:g} GPUs free" if gpus else ", no GPUs"
+    return (
+        f"Jobs run on the Ray cluster at `{executor.get('address')}`: "
+        f"{executor.get('nodes', '?')} node(s), {executor.get('free_cpus', 0):g} of "
+        f"{executor.get('cpus', 0):g} CPUs free{gpu_text}; up to "
+        f"{executor.get('max_running', 1)} jobs at once."
+    )
 
 
 def format_time(ts: float | None) -> str:
@@ -118,6 +201,7 @@ def job_rows(jobs: Sequence[Any]) -> list[dict[str, Any]]:
                     end - job.started_at if job.started_at and end else None
                 ),
                 "by": job.submitted_by or "—",
+                "node": getattr(job, "node", None) or "—",
                 "result": job.run_name or job.error or "",
             }
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import tempfile
 from collections.abc import Sequence
 
 from core import cli
@@ -136,6 +137,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         callbacks.append(training.ProgressCallback(on_epoch, cfg.epochs))
     try:
         strategy = training.get_strategy(args.strategy)
+        if not training.is_chief(strategy):
+            # a non-chief multi-worker process trains and saves like the chief (its collective
+            # ops must take part), but into a scratch folder that is deleted: one run per job
+            with tempfile.TemporaryDirectory(prefix="non-chief-") as scratch:
+                training.run(cfg, output_root=scratch, callbacks=callbacks, strategy=strategy)
+            print("non-chief worker finished; the chief saved the run")
+            return 0
         run_dir = training.run(cfg, output_root=args.output, callbacks=callbacks, strategy=strategy)
     finally:
         if bar is not None:

@@ -85,6 +85,39 @@ def get_strategy(name: str = "default") -> tf.distribute.Strategy:
     raise ValueError(f"strategy {name!r} is not supported; choose one of {STRATEGIES}")
 
 
+def strategy_name(strategy: tf.distribute.Strategy | None) -> str:
+    """The strategy's public name for ``config.json`` (TensorFlow's multi-worker class is
+    ``CollectiveAllReduceStrategy`` inside; users know it as ``MultiWorkerMirroredStrategy``)."""
+    if strategy is None:
+        return "default"
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "MultiWorkerMirroredStrategy"
+    return type(strategy).__name__
+
+
+def is_chief(strategy: tf.distribute.Strategy | None = None) -> bool:
+    """Whether this process saves the run: always, except a non-chief multi-worker process.
+
+    TensorFlow's convention: the task of type ``chief``, or worker 0 when the cluster has no
+    ``chief`` entry. Every worker still runs the whole training and evaluation (their
+    collective ops must all take part), but only the chief's run goes to the registry.
+
+    Args:
+        strategy: the strategy in use (None: the default, single-process one).
+
+    Returns:
+        True for a single-process strategy and for the multi-worker chief.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    if task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return task_type == "worker" and task_id == 0 and not has_chief
+
+
 def apply_label_overrides(
     y: np.ndarray, overrides: dict[str, int] | None, split: str
 ) -> np.ndarray:
@@ -405,7 +438,7 @@ def run(
         "labels": labels,
         "input_shape": list(split_data.x_train.shape[1:]),
         "dataset_file": path.name,
-        "strategy": type(strategy).__name__ if strategy else "default",
+        "strategy": strategy_name(strategy),
     }
     name = cfg.name or registry.default_run_name(config_dict)
     metrics = {

@@ -148,17 +148,27 @@ def _dataset_choices() -> list[dict[str, Any]]:
     ]
 
 
+def _cluster(store: jobs.JobStore) -> dict[str, Any] | None:
+    """The Ray cluster the worker runs jobs on (as it last described it), or None: local."""
+    executor = jobs.worker_status(store).executor
+    return executor if executor and executor.get("kind") == "ray" else None
+
+
 def _submit_form(store: jobs.JobStore, who: str | None) -> None:
-    params = retrain_ui.retrain_form_ui(_dataset_choices(), config.MODEL_FAMILIES)
+    params = retrain_ui.retrain_form_ui(
+        _dataset_choices(), config.MODEL_FAMILIES, cluster=_cluster(store)
+    )
     if params is None:
         return
+    resources, resource_errors = jobs.check_resources(params.pop("resources", None))
     checked = jobs.check_params(params)
-    if not checked.ok:
+    if not checked.ok or resource_errors:
+        errors = [*checked.errors, *resource_errors]
         st.sidebar.error(
-            "The job was not queued:\n\n" + "\n".join(f"- {message}" for message in checked.errors)
+            "The job was not queued:\n\n" + "\n".join(f"- {message}" for message in errors)
         )
         return
-    job_id = store.submit(checked.config.to_dict(), submitted_by=who)
+    job_id = store.submit(checked.config.to_dict(), submitted_by=who, resources=resources)
     st.session_state["retrain_job"] = job_id  # follow the new job (picker not drawn yet)
     st.toast(f"Job #{job_id} queued", icon=":material/model_training:")
     st.sidebar.success(
@@ -187,7 +197,7 @@ def _worker_note(store: jobs.JobStore, researcher: bool, running: set[int]) -> N
         doing = f"training job #{status.job_id}" if status.job_id in running else "idle"
         st.caption(
             f"Worker: running (pid {status.pid}, {doing}, heartbeat "
-            f"{status.heartbeat_age_s:.0f} s ago). One job trains at a time."
+            f"{status.heartbeat_age_s:.0f} s ago). {retrain_ui.executor_note(status.executor)}"
         )
         if found.stale:
             _stale_worker_note(store, found, researcher, running)
@@ -282,8 +292,9 @@ def _panel_body(store: jobs.JobStore, researcher: bool, any_active: bool) -> Non
 def main() -> None:
     st.title("Retrain a model")
     st.caption(
-        "Queue a training run on a MedMNIST dataset and follow it live. Jobs run one at "
-        "a time in a background worker; finished runs join the model registry."
+        "Queue a training run on a MedMNIST dataset and follow it live. A background worker "
+        "runs the jobs, on this machine or on a Ray cluster (docs/scale-out.md); finished "
+        "runs join the model registry."
     )
     try:
         store = jobs.JobStore()

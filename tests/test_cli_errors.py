@@ -254,6 +254,28 @@ ROWS = [
         ("999",),
         debug=False,
     ),
+    Row(
+        "jobs-worker-ray-no-address",
+        "core.jobs",
+        ("worker", "--executor", "ray", "--once", "--db", "{base}/fresh.db"),
+        ("RAY_ADDRESS",),
+        env={"RAY_ADDRESS": ""},
+    ),
+    Row(
+        "jobs-worker-local-max-running",
+        "core.jobs",
+        ("worker", "--max-running", "2", "--once", "--db", "{base}/fresh.db"),
+        ("--max-running",),
+        env={"RAY_ADDRESS": ""},
+    ),
+    # -- core.distributed: the multi-worker launcher -------------------------------------------
+    Row("distributed-no-train-flags", "core.distributed", ("--workers", "2"), ("training flags",)),
+    Row(
+        "distributed-strategy-flag",
+        "core.distributed",
+        ("--workers", "2", "--", "--dataset", "breastmnist", "--strategy", "default"),
+        ("--strategy",),
+    ),
     # -- core.trust: fitting calibration/OOD on a run, building an ensemble --------------------
     Row("trust-missing-dir", "core.trust", ("{base}/nothing",), ("{base}/nothing",), tf=True),
     Row("trust-name-not-in-registry", "core.trust", ("no_such_run",), ("no_such_run",), tf=True),

@@ -16,6 +16,8 @@ This module is a thin facade (like huey's ``api.py``): every name below is defin
   the :class:`Worker` loop;
 - ``control``  — :func:`ensure_worker` and restarting a worker whose settings are stale;
 - ``child``    — :func:`run_job`, the per-job child process;
+- ``resources`` — the CPUs, GPUs and workers a job asks for (:func:`check_resources`);
+- ``executors`` — where a claimed job runs: ``local`` (a child process) or ``ray``;
 - ``commands`` — the CLI (:func:`main`), run by ``__main__``.
 
 Example::
@@ -30,6 +32,7 @@ Example::
 Usage::
 
     python -m core.jobs worker [--once | --drain] [--poll S] [--db PATH]
+        [--executor local|ray] [--address HOST:PORT] [--max-running N]   (docs/scale-out.md)
     python -m core.jobs list [--db PATH]
     python -m core.jobs cancel ID [--db PATH]
 """
@@ -42,6 +45,8 @@ from typing import Any
 from core.jobs.child import run_job
 from core.jobs.commands import main
 from core.jobs.control import autostart_enabled, ensure_worker
+from core.jobs.executors import EXECUTORS, Executor, make_executor
+from core.jobs.executors.local import CANCEL_GRACE_S, STOP_GRACE_S
 from core.jobs.params import (
     MODELS_2D,
     MODELS_3D,
@@ -50,6 +55,7 @@ from core.jobs.params import (
     ParamCheck,
     check_params,
 )
+from core.jobs.resources import check_resources
 from core.jobs.schema import ACTIVE_STATUSES, STATUSES, TERMINAL_STATUSES, Job
 from core.jobs.store import (
     LOG_MAX_CHARS,
@@ -59,10 +65,8 @@ from core.jobs.store import (
     StoreError,
 )
 from core.jobs.worker import (
-    CANCEL_GRACE_S,
     HEARTBEAT_S,
     HEARTBEAT_STALE_S,
-    STOP_GRACE_S,
     Worker,
     WorkerInfo,
     lock_path,
@@ -74,6 +78,8 @@ from core.jobs.worker import (
 __all__ = [
     "ACTIVE_STATUSES",
     "CANCEL_GRACE_S",
+    "EXECUTORS",
+    "Executor",
     "HEARTBEAT_S",
     "HEARTBEAT_STALE_S",
     "LOG_MAX_CHARS",
@@ -94,9 +100,11 @@ __all__ = [
     "WorkerInfo",
     "autostart_enabled",
     "check_params",
+    "check_resources",
     "ensure_worker",
     "lock_path",
     "main",
+    "make_executor",
     "run_job",
     "spawn_worker",
     "submit_job",
@@ -106,9 +114,16 @@ __all__ = [
 
 
 def submit_job(
-    params: Mapping[str, Any], submitted_by: str | None = None, store: JobStore | None = None
+    params: Mapping[str, Any],
+    submitted_by: str | None = None,
+    store: JobStore | None = None,
+    resources: Mapping[str, Any] | None = None,
 ) -> int:
-    """Validate ``params`` with :func:`check_params` and queue the job.
+    """Validate ``params`` with :func:`check_params` (and ``resources``) and queue the job.
+
+    Args:
+        resources: ``{"cpus", "gpus", "workers"}`` for a Ray worker (None: 1 CPU, no GPU,
+            one worker), checked by :func:`check_resources`.
 
     Returns:
         The new job's id.
@@ -117,6 +132,7 @@ def submit_job(
         InvalidParamsError: listing every invalid field.
     """
     checked = check_params(params)
-    if not checked.ok:
-        raise InvalidParamsError(checked.errors)
-    return (store or JobStore()).submit(checked.config.to_dict(), submitted_by)
+    wanted, errors = check_resources(resources)
+    if not checked.ok or errors:
+        raise InvalidParamsError([*checked.errors, *errors])
+    return (store or JobStore()).submit(checked.config.to_dict(), submitted_by, wanted)

@@ -3,6 +3,7 @@
 Usage::
 
     python -m core.jobs worker [--once | --drain] [--poll S] [--wait-lock] [--db PATH]
+        [--executor local|ray] [--address HOST:PORT] [--max-running N]
     python -m core.jobs list [--db PATH]
     python -m core.jobs cancel ID [--db PATH]
 
@@ -19,10 +20,14 @@ import time
 
 from core import cli
 from core.jobs.child import run_job
+from core.jobs.executors import EXECUTORS, make_executor
 from core.jobs.store import JobStore
 from core.jobs.worker import Worker
 
-DESCRIPTION = "Background training jobs: a SQLite queue, one worker process, one job at a time."
+DESCRIPTION = (
+    "Background training jobs: a SQLite queue and one worker process, which runs each job in a "
+    "child process (one at a time) or on a Ray cluster (several at once)."
+)
 
 
 def _format_time(ts: float | None) -> str:
@@ -44,6 +49,20 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="wait for the running worker to exit instead of exiting at once",
     )
+    w.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default=None,
+        help="where jobs run: local child processes, or a Ray cluster "
+        "(default: ray when RAY_ADDRESS is set, else local)",
+    )
+    w.add_argument("--address", help="Ray cluster address HOST:PORT (default: RAY_ADDRESS)")
+    w.add_argument(
+        "--max-running",
+        type=int,
+        default=None,
+        help="Ray: jobs run at once (default: the cluster's CPUs); local: always 1",
+    )
     w.add_argument("--db", dest="db_sub", help=argparse.SUPPRESS)
     r = sub.add_parser("run-job", help=argparse.SUPPRESS)
     r.add_argument("job_id", type=int)
@@ -59,7 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     store.check()  # a file that is not the queue: one clear error before any lock or log file
 
     if args.command == "worker":
-        return Worker(store, poll_s=args.poll).run(
+        if args.max_running is not None and args.max_running < 1:
+            raise cli.CLIError(f"--max-running must be 1 or more, got {args.max_running}")
+        kind = args.executor or ("ray" if args.address else None)
+        executor = make_executor(kind, address=args.address, max_running=args.max_running)
+        return Worker(store, poll_s=args.poll, executor=executor).run(
             once=args.once, drain=args.drain, wait_lock=args.wait_lock
         )
     if args.command == "run-job":
@@ -69,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{job.id:>5}  {job.status:<10} {job.params.get('dataset', '?'):<16} "
                 f"{job.params.get('model', '?'):<7} {_format_time(job.submitted_at)}  "
-                f"{job.run_name or job.error or ''}"
+                f"{job.node or '-':<24} {job.run_name or job.error or ''}"
             )
         return 0
     if args.command == "cancel":

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+DEFAULT_RESOURCES: dict[str, int] = {"cpus": 1, "gpus": 0, "workers": 1}
 STATUSES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
 ACTIVE_STATUSES: frozenset[str] = frozenset({"queued", "running"})
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
@@ -38,6 +39,13 @@ class Job:
     error: str | None
     cancel_requested: bool
     log: str = ""
+    node: str | None = None  # where it ran: this host (local) or a Ray node's address and id
+    resources: dict[str, int] | None = None  # what it asked for: cpus, gpus, workers
+
+    @property
+    def resource_request(self) -> dict[str, int]:
+        """The job's ``{"cpus", "gpus", "workers"}``, with the defaults for older rows."""
+        return {**DEFAULT_RESOURCES, **(self.resources or {})}
 
     @property
     def run_name(self) -> str | None:
@@ -61,7 +69,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     run_dir TEXT,
     error TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
-    log TEXT NOT NULL DEFAULT ''
+    log TEXT NOT NULL DEFAULT '',
+    node TEXT,
+    resources TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, id);
 CREATE TABLE IF NOT EXISTS progress (
@@ -83,24 +93,38 @@ CREATE TABLE IF NOT EXISTS workers (
     heartbeat_at REAL NOT NULL,
     job_id INTEGER,
     settings TEXT,
-    stop_requested INTEGER NOT NULL DEFAULT 0
+    stop_requested INTEGER NOT NULL DEFAULT 0,
+    executor TEXT
 );
 """
-# columns added after the first release: (name, declaration), added to older files on open
-WORKER_COLUMNS_ADDED = (("settings", "TEXT"), ("stop_requested", "INTEGER NOT NULL DEFAULT 0"))
+# columns added after the first release, by table: (name, declaration), added on open
+COLUMNS_ADDED: dict[str, tuple[tuple[str, str], ...]] = {
+    "workers": (
+        ("settings", "TEXT"),
+        ("stop_requested", "INTEGER NOT NULL DEFAULT 0"),
+        ("executor", "TEXT"),  # JSON: kind, Ray address, cluster resources (issue #12)
+    ),
+    "jobs": (("node", "TEXT"), ("resources", "TEXT")),
+}
+WORKER_COLUMNS_ADDED = COLUMNS_ADDED["workers"]  # kept for importers
 
 
 def add_missing_columns(conn: sqlite3.Connection) -> None:
-    """Bring a job database made by an older version up to the current workers table."""
-    have = {row[1] for row in conn.execute("PRAGMA table_info(workers)")}
-    for name, declaration in WORKER_COLUMNS_ADDED:
-        if name not in have:
-            # another process may add it between our check and here: that is fine
-            with contextlib.suppress(sqlite3.OperationalError):
-                conn.execute(f"ALTER TABLE workers ADD COLUMN {name} {declaration}")
+    """Bring a job database made by an older version up to the current tables.
+
+    Only ``ALTER TABLE … ADD COLUMN`` with NULL or constant defaults: old rows keep working
+    (a job without ``node`` shows none), and an older app reading a newer file ignores them.
+    """
+    for table, columns in COLUMNS_ADDED.items():
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for name, declaration in columns:
+            if name not in have:
+                # another process may add it between our check and here: that is fine
+                with contextlib.suppress(sqlite3.OperationalError):
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
 
 
 JOB_COLUMNS = (
     "id, status, params, submitted_by, submitted_at, started_at, finished_at, "
-    "worker, run_dir, error, cancel_requested"
+    "worker, run_dir, error, cancel_requested, node, resources"
 )

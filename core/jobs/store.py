@@ -156,25 +156,35 @@ class JobStore:
             error=row["error"],
             cancel_requested=bool(row["cancel_requested"]),
             log=log,
+            node=row["node"],
+            resources=json.loads(row["resources"]) if row["resources"] else None,
         )
 
     # -- queue -------------------------------------------------------------------------------
-    def submit(self, params: Mapping[str, Any], submitted_by: str | None = None) -> int:
+    def submit(
+        self,
+        params: Mapping[str, Any],
+        submitted_by: str | None = None,
+        resources: Mapping[str, int] | None = None,
+    ) -> int:
         """Queue a job and return its id. ``params`` should come from ``check_params``.
 
         Args:
             params: a checked ``TrainConfig`` as a dict (``core.jobs.submit_job`` checks it).
             submitted_by: who asked (shown in the job table).
+            resources: ``{"cpus", "gpus", "workers"}`` for a cluster executor (None: 1 CPU,
+                no GPU, one worker; ``core.jobs.resources.check_resources`` checks them).
 
         Returns:
             The new job's id.
         """
         payload = json.dumps(dict(params), sort_keys=True)
+        wanted = json.dumps(dict(resources), sort_keys=True) if resources else None
         with self._transaction() as conn:
             cur = conn.execute(
-                "INSERT INTO jobs (status, params, submitted_by, submitted_at) "
-                "VALUES ('queued', ?, ?, ?)",
-                (payload, submitted_by, time.time()),
+                "INSERT INTO jobs (status, params, submitted_by, submitted_at, resources) "
+                "VALUES ('queued', ?, ?, ?, ?)",
+                (payload, submitted_by, time.time(), wanted),
             )
             return int(cur.lastrowid)
 
@@ -220,6 +230,11 @@ class JobStore:
             )
             job_id = row["id"]
         return self.get(job_id, with_log=False)
+
+    def set_node(self, job_id: int, node: str) -> None:
+        """Record where a job runs (shown in the job table's Node column)."""
+        with self._transaction() as conn:
+            conn.execute("UPDATE jobs SET node = ? WHERE id = ?", (node, job_id))
 
     # -- progress and logs -------------------------------------------------------------------
     def update_progress(self, job_id: int, logs: Mapping[str, Any]) -> None:
@@ -379,17 +394,27 @@ class JobStore:
         host: str,
         job_id: int | None = None,
         settings: Mapping[str, str] | None = None,
+        executor: Mapping[str, Any] | None = None,
     ) -> None:
-        """Register or refresh a worker; ``settings`` (when given) records what it runs with."""
+        """Register or refresh a worker.
+
+        Args:
+            settings: (when given) what it runs with, compared with the app's.
+            executor: (when given) where its jobs run: ``{"kind": "local"}`` or the Ray
+                cluster's address and free resources, for the Retrain page.
+        """
         now = time.time()
         payload = json.dumps(dict(settings), sort_keys=True) if settings is not None else None
+        where = json.dumps(dict(executor), sort_keys=True) if executor is not None else None
         with self._transaction() as conn:
             conn.execute(
-                "INSERT INTO workers (id, host, pid, started_at, heartbeat_at, job_id, settings) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                "INSERT INTO workers "
+                "(id, host, pid, started_at, heartbeat_at, job_id, settings, executor) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
                 "heartbeat_at = excluded.heartbeat_at, job_id = excluded.job_id, "
-                "settings = COALESCE(excluded.settings, workers.settings)",
-                (worker_id, host, pid, now, now, job_id, payload),
+                "settings = COALESCE(excluded.settings, workers.settings), "
+                "executor = COALESCE(excluded.executor, workers.executor)",
+                (worker_id, host, pid, now, now, job_id, payload, where),
             )
 
     def request_worker_stop(self, worker_id: str) -> str | None:

@@ -1,9 +1,11 @@
 """The local training worker: its lock, its liveness, how it is started, and the loop it runs.
 
-``python -m core.jobs worker`` builds a :class:`Worker`, which claims queued jobs one by one
-and runs each in its own child process (``python -m core.jobs run-job ID``, see
-``core.jobs.child``), so a crash inside TensorFlow fails that job only. The worker pumps the
-child's stdout/stderr into the job's log and heartbeats every :data:`HEARTBEAT_S` seconds.
+``python -m core.jobs worker`` builds a :class:`Worker`, which claims queued jobs and hands
+each to its executor (``core.jobs.executors``): by default the local one, which runs the job in
+its own child process (``python -m core.jobs run-job ID``, see ``core.jobs.child``) so a crash
+inside TensorFlow fails that job only, one job at a time; or the Ray one, which runs up to
+``--max-running`` jobs at once on a cluster, each from a thread of this process. The worker
+heartbeats every :data:`HEARTBEAT_S` seconds and records where its jobs run.
 
 An exclusive ``flock`` on ``<db>.worker.lock`` keeps a second worker on this machine from
 running jobs in parallel; the same lock tells the app whether a worker is alive
@@ -40,6 +42,8 @@ from typing import Any
 
 from core import config, registry
 from core.jobs import settings as worker_settings
+from core.jobs.executors import Executor, JobContext, LocalExecutor
+from core.jobs.executors.local import child_env
 from core.jobs.schema import Job
 from core.jobs.store import JobStore
 
@@ -47,8 +51,7 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 2.0
 HEARTBEAT_STALE_S = 30.0
-CANCEL_GRACE_S = 15.0  # a child that ignores the cancel flag this long is killed
-STOP_GRACE_S = 10.0
+DESCRIBE_EVERY_S = 10.0  # how often the worker refreshes where jobs run (a cluster's free CPUs)
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class WorkerInfo:
     worker_id: str | None = None
     settings: dict[str, str] | None = None  # what it runs with (None: not recorded)
     stop_requested: bool = False  # it exits before claiming another job (a restart)
+    executor: dict[str, Any] | None = None  # where its jobs run (None: local, older worker)
 
     @property
     def responsive(self) -> bool:
@@ -138,6 +142,7 @@ def worker_status(store: JobStore | None = None) -> WorkerInfo:
         worker_id=latest["id"],
         settings=json.loads(latest["settings"]) if latest.get("settings") else None,
         stop_requested=bool(latest.get("stop_requested")),
+        executor=json.loads(latest["executor"]) if latest.get("executor") else None,
     )
 
 
@@ -153,6 +158,7 @@ def spawn_worker(store: JobStore, wait_lock: bool = False) -> subprocess.Popen:
     """
     log_path = worker_log_path(store.path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    # the executor follows the app's environment: RAY_ADDRESS set means "run on that cluster"
     command = [sys.executable, "-m", "core.jobs", "worker", "--db", str(store.path)]
     if wait_lock:
         command.append("--wait-lock")
@@ -160,7 +166,7 @@ def spawn_worker(store: JobStore, wait_lock: bool = False) -> subprocess.Popen:
         proc = subprocess.Popen(
             command,
             cwd=config.REPO_ROOT,
-            env=_child_env(),
+            env=child_env(),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -172,46 +178,53 @@ def spawn_worker(store: JobStore, wait_lock: bool = False) -> subprocess.Popen:
     return proc
 
 
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    root = str(config.REPO_ROOT)
-    parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if root not in parts:
-        env["PYTHONPATH"] = os.pathsep.join([root, *parts])
-    env["PYTHONUNBUFFERED"] = "1"  # log lines reach the UI as they are printed
-    return env
-
-
-def _describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with code {code}"
-
-
 class Worker:
-    """Runs queued jobs one at a time, each in a child process."""
+    """Claims queued jobs and hands each to its executor (local child process, or Ray)."""
 
-    def __init__(self, store: JobStore, poll_s: float = 1.0):
+    def __init__(self, store: JobStore, poll_s: float = 1.0, executor: Executor | None = None):
         self.store = store
         self.poll_s = poll_s
+        self.executor = executor or LocalExecutor()
         self.pid = os.getpid()
         self.host = socket.gethostname()
         self.id = _worker_id(self.pid)
         self._stop = threading.Event()
-        self._current: int | None = None
+        self._running: dict[int, threading.Thread] = {}
         self._beat_lock = threading.Lock()
+        self._describe_error: str | None = None
+
+    @property
+    def _current(self) -> int | None:
+        """The oldest running job (the workers table holds one job id per worker)."""
+        return min(self._running) if self._running else None
 
     def stop(self, *_: Any) -> None:
         self._stop.set()
 
+    def _describe(self) -> dict[str, Any] | None:
+        try:
+            where = self.executor.describe()
+            self._describe_error = None
+            return where
+        except Exception as exc:  # a cluster that went away: report it, keep the worker
+            error = f"{type(exc).__name__}: {exc}"
+            if error != self._describe_error:  # once per new error, not every 10 s
+                log.warning("[worker] could not describe the executor: %s", exc)
+            self._describe_error = error
+            return {"kind": self.executor.kind, "error": error}
+
     def _beat(self) -> None:
+        last_describe = time.monotonic()
         while not self._stop.wait(HEARTBEAT_S):
+            where = None
+            if time.monotonic() - last_describe >= DESCRIBE_EVERY_S:
+                last_describe = time.monotonic()
+                where = self._describe()
             try:
                 with self._beat_lock:  # never overwrite a newer job id with a stale one
-                    self.store.heartbeat(self.id, self.pid, self.host, self._current)
+                    self.store.heartbeat(
+                        self.id, self.pid, self.host, self._current, executor=where
+                    )
             except sqlite3.Error as exc:  # a locked DB for 30 s: report and keep beating
                 log.warning("[worker] heartbeat failed: %s", exc)
 
@@ -235,6 +248,9 @@ class Worker:
 
         Returns:
             0 normally, 3 when another worker holds the lock (nothing was run).
+
+        Raises:
+            RuntimeError: the executor cannot start (e.g. the Ray cluster is unreachable).
         """
         waiting = None
         if wait_lock:
@@ -260,116 +276,88 @@ class Worker:
             if orphans:
                 log.info("[worker] marked orphaned jobs %s failed", orphans)
             self.clean_scratch()
+            self.executor.start()
+            if threading.current_thread() is threading.main_thread():
+                # again: connecting to Ray installs its own SIGTERM handler, which would kill
+                # the worker without stopping (and requeueing) its running jobs
+                signal.signal(signal.SIGTERM, self.stop)
+                signal.signal(signal.SIGINT, self.stop)
             # what this worker runs with: the app compares it with its own settings
             settings = worker_settings.current(self.store.path)
-            self.store.heartbeat(self.id, self.pid, self.host, settings=settings)
+            self.store.heartbeat(
+                self.id, self.pid, self.host, settings=settings, executor=self._describe()
+            )
             beat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
             beat.start()
-            log.info("[worker] %s serving %s", self.id, self.store.path)
-            while not self._stop.is_set():
-                if self.store.worker_stop_requested(self.id):
-                    log.info("[worker] restart requested: exiting before the next job")
-                    break
-                job = self.store.claim_next(self.id)
-                if job is None:
-                    if once or drain:
-                        break
-                    self._stop.wait(self.poll_s)
-                    continue
-                with self._beat_lock:
-                    self._current = job.id
-                    self.store.heartbeat(self.id, self.pid, self.host, job.id)
-                try:
-                    self.run_job(job)
-                except Exception as exc:  # never let one job take the worker down
-                    log.exception("[worker] job %d raised in the worker", job.id)
-                    self.store.append_log(job.id, f"\n[worker] {traceback.format_exc()}")
-                    self.store.fail(job.id, f"worker error: {type(exc).__name__}: {exc}")
-                finally:
-                    with self._beat_lock:
-                        self._current = None
-                        self.store.heartbeat(self.id, self.pid, self.host, None)
-                    self.clean_scratch()  # a child killed while saving left its scratch folder
-                if once:
-                    break
+            log.info(
+                "[worker] %s serving %s with the %s executor (%d at a time)",
+                self.id,
+                self.store.path,
+                self.executor.kind,
+                self.executor.max_running,
+            )
+            self._loop(once, drain)
         finally:
             self._stop.set()
+            for thread in list(self._running.values()):
+                thread.join()  # each job run sees the stop flag and requeues or ends its job
+            with contextlib.suppress(Exception):
+                self.executor.close()
             with contextlib.suppress(sqlite3.Error):
                 self.store.remove_worker(self.id)
             os.close(fd)
         return 0
 
-    def run_job(self, job: Job) -> None:
-        """Run one claimed job in a child process, pumping its output into the job log."""
+    def _loop(self, once: bool, drain: bool) -> None:
+        claimed = 0
+        while not self._stop.is_set():
+            for job_id, thread in list(self._running.items()):
+                if not thread.is_alive():
+                    self._running.pop(job_id, None)
+            if once and claimed:
+                if not self._running:
+                    return
+            elif self.store.worker_stop_requested(self.id):
+                if not self._running:
+                    log.info("[worker] restart requested: exiting before the next job")
+                    return
+            elif len(self._running) < self.executor.max_running and self.executor.ready(
+                busy=bool(self._running)
+            ):
+                job = self.store.claim_next(self.id)
+                if job is not None:
+                    claimed += 1
+                    self._start(job)
+                    continue
+                if (once or drain) and not self._running:
+                    return
+            self._stop.wait(self.poll_s if not self._running else min(self.poll_s, 0.2))
+
+    def _start(self, job: Job) -> None:
+        with self._beat_lock:
+            thread = threading.Thread(
+                target=self._run_claimed, args=(job,), name=f"job-{job.id}", daemon=True
+            )
+            self._running[job.id] = thread
+            self.store.heartbeat(self.id, self.pid, self.host, self._current)
+        thread.start()
+
+    def _run_claimed(self, job: Job) -> None:
         log.info("[worker] job %d started: %s", job.id, job.params)
         self.store.append_log(job.id, f"[worker] job {job.id} started by {self.id}\n")
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "core.jobs",
-                "run-job",
-                str(job.id),
-                "--db",
-                str(self.store.path),
-                "--parent",
-                str(self.pid),
-            ],
-            cwd=config.REPO_ROOT,
-            env=_child_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        chunks: list[str] = []
-        lock = threading.Lock()
-
-        def pump() -> None:
-            assert proc.stdout is not None
-            for raw in iter(proc.stdout.readline, b""):
-                with lock:
-                    chunks.append(raw.decode("utf-8", errors="replace"))
-
-        reader = threading.Thread(target=pump, name=f"job-{job.id}-log", daemon=True)
-        reader.start()
-
-        def flush() -> None:
-            with lock:
-                text = "".join(chunks)
-                chunks.clear()
-            self.store.append_log(job.id, text)
-
-        cancel_at: float | None = None
-        stop_at: float | None = None
-        reason: str | None = None
-        while proc.poll() is None:
-            time.sleep(0.5)
-            flush()
-            now = time.monotonic()
-            if cancel_at is None and self.store.cancel_requested(job.id):
-                cancel_at = now
-            if cancel_at is not None and now - cancel_at > CANCEL_GRACE_S and reason is None:
-                reason = "cancel"  # the child did not notice the flag in time (e.g. loading)
-                proc.kill()
-            if self._stop.is_set() and stop_at is None:
-                stop_at = now
-                proc.terminate()
-            if stop_at is not None and now - stop_at > STOP_GRACE_S and reason is None:
-                reason = "stop"
-                proc.kill()
-        reader.join(timeout=5)
-        flush()
-        code = proc.returncode
-        after = self.store.get(job.id, with_log=False)
-        if after is not None and after.status == "running":  # the child reported nothing
-            if reason == "cancel" or (cancel_at is not None and not self._stop.is_set()):
-                self.store.append_log(job.id, "[worker] cancelled; nothing was saved\n")
-                self.store.finish(job.id, status="cancelled")
-            elif self._stop.is_set():
-                self.store.requeue(job.id, "worker stopped; job put back in the queue")
-            else:
-                message = f"training process {_describe_exit(code)}"
-                self.store.append_log(job.id, f"[worker] {message}\n")
-                self.store.fail(job.id, message)
+        try:
+            self.executor.run_job(job, JobContext(self.store, self.id, self.pid, self._stop))
+            after = self.store.get(job.id, with_log=False)
+            if after is not None and after.status == "running":  # the executor left it open
+                self.store.fail(job.id, f"the {self.executor.kind} executor did not end the job")
+        except Exception as exc:  # never let one job take the worker down
+            log.exception("[worker] job %d raised in the worker", job.id)
+            self.store.append_log(job.id, f"\n[worker] {traceback.format_exc()}")
+            self.store.fail(job.id, f"worker error: {type(exc).__name__}: {exc}")
+        finally:
+            with self._beat_lock:
+                self._running.pop(job.id, None)
+                self.store.heartbeat(self.id, self.pid, self.host, self._current)
+            self.clean_scratch()  # a child killed while saving left its scratch folder
         final = self.store.get(job.id, with_log=False)
         log.info("[worker] job %d -> %s", job.id, final.status if final else "?")
