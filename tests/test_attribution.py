@@ -448,3 +448,26 @@ def test_unknown_option_lists_the_method_options(tiny_models):
         explain.attribution(model, _inputs(model, 1), "integrated_gradients", step=3)
     with pytest.raises(ValueError, match="upsample"):
         explain.attribution(model, _inputs(model, 1), "gradcam", upsample="nearest")
+
+
+@pytest.mark.parametrize("name", ["cnn2d", "cnn3d"])
+def test_scorecam_on_a_layer_that_never_fires_gives_an_empty_map(name):
+    """Every channel dead on this input: an all-zero map, not a crash. The 3D model's fused
+    BatchNorm rejected the empty batch of masked inputs this used to make (CI, an untrained
+    tiny cnn3d whose relu2 stayed at 0 on a synthetic volume)."""
+    shape, kwargs = TINY[name]
+    prefix = "" if name == "cnn3d" else "block2_"
+    keras.utils.set_random_seed(3)
+    model = build_model(name, shape, 3, TASK, **kwargs)
+    conv = model.get_layer(f"{prefix}conv2")
+    weights = conv.get_weights()
+    conv.set_weights([np.zeros_like(w) for w in weights])
+    bn = model.get_layer(f"{prefix}bn2")
+    gamma, beta, mean, var = bn.get_weights()
+    bn.set_weights([gamma, np.full_like(beta, -1.0), mean, var])  # -> relu2 outputs 0 everywhere
+    layer = f"{prefix}relu2"
+    x = _inputs(model, n=2)
+    acts = keras.Model(model.inputs, model.get_layer(layer).output)(x)
+    assert float(tf.reduce_max(acts)) == 0.0
+    cam = explain.attribution(model, x, "scorecam", class_index=1, layer_name=layer)
+    assert cam.shape == (2, *shape[:-1]) and np.all(cam == 0.0)

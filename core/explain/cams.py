@@ -208,12 +208,20 @@ class ScoreCam(Attribution):
             live = tf.cast(
                 tf.where(tf.reduce_max(per_channel, axis=grid_axes) > 0.0)[:, 0], tf.int32
             )
-            masked = (
-                tf.gather(tf.repeat(x, channels, axis=0), live) * tf.gather(masks, live)[..., None]
-            )
-            scores = model(masked, training=False)
-            live_weights = tf.gather(
-                scores, tf.gather(tf.repeat(target, channels), live), batch_dims=1
+
+            def live_channel_weights() -> tf.Tensor:
+                masked = (
+                    tf.gather(tf.repeat(x, channels, axis=0), live)
+                    * tf.gather(masks, live)[..., None]
+                )
+                scores = model(masked, training=False)
+                return tf.gather(scores, tf.gather(tf.repeat(target, channels), live), batch_dims=1)
+
+            # No channel fired at all (a dead layer on this input): the map is all zero, and
+            # the model must not be called on an empty batch, which a 3D model's fused
+            # BatchNorm rejects ("scale must have the same number of elements as the channels")
+            live_weights = tf.cond(
+                tf.size(live) > 0, live_channel_weights, lambda: tf.zeros([0], probs.dtype)
             )
             weights = tf.scatter_nd(live[:, None], live_weights, tf.reshape(n * channels, [1]))
             weights = tf.reshape(weights, tf.stack([n, *([1] * len(grid_axes)), channels]))
