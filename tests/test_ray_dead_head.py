@@ -1,27 +1,36 @@
-"""The Ray executor when the head of the cluster dies (issue #12).
+"""The Ray executor when the head of the cluster dies, and when a new one comes back (issue #12).
 
 Its own one-node cluster (killing the head ends it): a long job trains on the head, the head
-is killed. The job must fail with the reason, and a job submitted afterwards must stay in the
-SQLite queue (not be claimed into a dead cluster and lost) while the worker waits for the
-cluster to come back.
+is killed. The job must fail with the reason; a job submitted afterwards must stay in the
+SQLite queue (not be claimed into a dead cluster and lost); the worker process must outlive
+Ray's own limit for a driver whose head is gone (``gcs_rpc_server_reconnect_timeout_s``, 60 s,
+after which Ray ends the process) and keep heartbeating; and once a new head listens at the
+same address, the worker must reconnect by itself and run the queued job.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import time
 
 import pytest
 from conftest import require_real_file
 from ray.cluster_utils import Cluster  # pinned in requirements.txt: missing = broken setup
-from test_ray_executor import LONG, REPO, TINY, RayWorker, wait_for
+from test_ray_executor import LONG, REPO, TINY, RayWorker, _ended, wait_for
 
 from core import jobs
+from core.jobs.executors.ray_cluster import HEAD_DOWN_AFTER_S, HeadWatch, split_address
+from core.jobs.worker import HEARTBEAT_STALE_S
 
 pytestmark = pytest.mark.slow
 
+RAY_DRIVER_LIMIT_S = 60  # Ray's default gcs_rpc_server_reconnect_timeout_s
+OUTLIVE_S = RAY_DRIVER_LIMIT_S + 20
 
-def test_a_dead_head_fails_the_running_job_and_keeps_the_queue(tmp_path):
+
+def test_a_dead_head_fails_the_job_keeps_the_queue_and_a_new_head_runs_it(tmp_path):
     require_real_file("breastmnist")
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     registry_dir = tmp_path / "trained_models"
@@ -35,15 +44,19 @@ def test_a_dead_head_fails_the_running_job_and_keeps_the_queue(tmp_path):
     }
     env.pop("RAY_ADDRESS", None)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    revived = None
     worker = None
     try:
         cluster.wait_for_nodes()
+        address = cluster.address
+        port = int(address.rsplit(":", 1)[1])
         store = jobs.JobStore(env["JOBS_DB"])
         long_id = jobs.submit_job(LONG, "researcher", store)
-        worker = RayWorker(env, cluster.address, max_running=1)
+        worker = RayWorker(env, address, max_running=1)
         wait_for(lambda: store.progress(long_id), 240, "the long job to train")
 
         cluster.remove_node(cluster.head_node, allow_graceful=False)
+        killed = time.monotonic()
         lost = wait_for(
             lambda: (j := store.get(long_id, with_log=False)).status == "failed" and j,
             120,
@@ -52,10 +65,53 @@ def test_a_dead_head_fails_the_running_job_and_keeps_the_queue(tmp_path):
         assert "was lost" in lost.error and lost.finished_at, lost.error
 
         later = jobs.submit_job(TINY, "researcher", store)
-        time.sleep(20)  # the worker polls every 0.2 s: it would have claimed it by now
-        assert store.get(later, with_log=False).status == "queued"
+        # past Ray's own limit: the worker lives on, claims nothing and keeps heartbeating
+        while time.monotonic() - killed < OUTLIVE_S:
+            assert worker.proc.poll() is None, worker.output()[-3000:]
+            assert store.get(later, with_log=False).status == "queued"
+            time.sleep(1)
+        assert worker.proc.poll() is None, worker.output()[-3000:]
         assert "unreachable" in worker.output()
+        (row,) = store.workers()
+        assert time.time() - row["heartbeat_at"] < HEARTBEAT_STALE_S, row
+        where = json.loads(row["executor"])  # the page says: that cluster cannot be reached
+        assert where["address"] == address and "not connected" in where["error"], where
+
+        # a new head at the same address: the worker reconnects and runs the queued job
+        revived = Cluster(
+            initialize_head=True, head_node_args={"num_cpus": 1, "gcs_server_port": port}
+        )
+        assert revived.address == address
+        (done,) = wait_for(lambda: _ended(store, [later]), 300, "the queued job on the new head")
+        output = worker.output()
+        assert done.status == "succeeded", (
+            done.error,
+            store.get(later).log[-2000:],
+            output[-3000:],
+        )
+        assert output.count(f"[ray] connected to {address}") >= 2, output[-3000:]
+        assert worker.proc.poll() is None, output[-3000:]
     finally:
         if worker is not None:
             worker.stop()
         cluster.shutdown()
+        if revived is not None:
+            revived.shutdown()
+
+
+def test_the_head_watch_sees_a_closed_port_within_seconds():
+    """The probe behind the worker's dead-head handling, on a real listening socket."""
+    assert split_address("10.0.0.5:6379") == ("10.0.0.5", 6379)
+    assert split_address("auto") is None and split_address("ray://head:10001") is None
+    server = socket.create_server(("127.0.0.1", 0))
+    watch = HeadWatch(server.getsockname()[:2])
+    try:
+        time.sleep(HEAD_DOWN_AFTER_S + 2)
+        assert not watch.down.is_set()  # a live port: never down
+        server.close()
+        closed = time.monotonic()
+        wait_for(watch.down.is_set, HEAD_DOWN_AFTER_S + 5, "the watch to see the port closed")
+        assert time.monotonic() - closed >= HEAD_DOWN_AFTER_S - 1
+    finally:
+        watch.stop()
+        server.close()

@@ -211,7 +211,10 @@ class Worker:
             if error != self._describe_error:  # once per new error, not every 10 s
                 log.warning("[worker] could not describe the executor: %s", exc)
             self._describe_error = error
-            return {"kind": self.executor.kind, "error": error}
+            where = {"kind": self.executor.kind, "error": error}
+            if getattr(self.executor, "address", None):  # the page names the cluster it lost
+                where["address"] = self.executor.address
+            return where
 
     def _beat(self) -> None:
         last_describe = time.monotonic()

@@ -11,6 +11,14 @@ the job's cancel flag.
 - **node loss**: Ray reports the task's death (``NodeDiedError``, ``WorkerCrashedError``, …);
   tasks are never retried (``max_retries=0``: a half-trained job is not silently restarted),
   so the job fails with the node and the reason, and the worker goes on with the others.
+- **dead head**: Ray ends a driver process (``std::_Exit``) once a request to the head's GCS
+  has stayed unanswered for ``gcs_rpc_server_reconnect_timeout_s`` (60 s). So the worker never
+  lets a driver outlive its head: a :class:`HeadWatch` thread probes the GCS port with plain
+  TCP connects; 5 s of refusals mark the head down, the running jobs fail at their next poll,
+  the worker disconnects (``ray.shutdown``, 10-15 s after the head died in the test) and only
+  calls ``ray.init`` again once the port accepts connections. Every cluster query of its own
+  has a timeout (the public state API, ``ray.nodes()`` and ``ray.cluster_resources()``, waits
+  for ever on a dead GCS, which arms that 60 s exit).
 - **result**: the chief returns the run as tar bytes; ``archive.install_run`` writes it into
   this machine's registry atomically. No filesystem is shared with the nodes.
 - **code and data**: the repository reaches the nodes as the runtime environment's
@@ -24,12 +32,17 @@ row of the job database (:meth:`RayExecutor.describe`), which the Retrain page r
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import socket
+import threading
 import time
 from typing import Any
 
 import ray
+from ray.core.generated import gcs_pb2
 from ray.exceptions import RayError, RayTaskError, TaskCancelledError
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import (
@@ -50,6 +63,15 @@ POLL_S = 0.5
 PING_TIMEOUT_S = 10.0
 RECONNECT_EVERY_S = 10.0
 PLACEMENT_TIMEOUT_S = 600.0
+DRAIN_TIMEOUT_S = 30.0
+CANCEL_WAIT_S = 30.0
+# the head watch: a TCP connect to the GCS port every second; refused (or timed out) for
+# HEAD_DOWN_AFTER_S means the head is gone. Detection + the slowest poll (DRAIN_TIMEOUT_S is
+# polled in POLL_S steps) + ray.shutdown (~5 s) stay far below Ray's own 60 s exit.
+PROBE_EVERY_S = 1.0
+PROBE_TIMEOUT_S = 2.0
+HEAD_DOWN_AFTER_S = 5.0
+GCS_TIMEOUT_S = 5.0  # every cluster query of ours gives up after this, never waits for ever
 # what never goes to the nodes (gitignore syntax): models, data, environments, test output
 EXCLUDES = [
     ".git/",
@@ -87,6 +109,87 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
+def split_address(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a ``HOST:PORT`` address; None for ``auto`` or a ``ray://`` URL."""
+    if "://" in address:
+        return None
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def gcs_reachable(target: tuple[str, int], timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether the head's GCS port accepts a TCP connection (no Ray involved, so probing a dead
+    head can never arm Ray's exit timer)."""
+    try:
+        with socket.create_connection(target, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+class HeadLost(Exception):
+    """The head watch saw the head go away while a job was being started or polled."""
+
+
+class HeadWatch:
+    """Probes the head's GCS port every second from a daemon thread; :attr:`down` is set once
+    it has refused connections for :data:`HEAD_DOWN_AFTER_S` (then the thread ends)."""
+
+    def __init__(self, target: tuple[str, int]):
+        self.target = target
+        self.down = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ray-head-watch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        failing_since: float | None = None
+        while not self._stop.wait(PROBE_EVERY_S):
+            if gcs_reachable(self.target):
+                failing_since = None
+                continue
+            now = time.monotonic()
+            failing_since = failing_since if failing_since is not None else now
+            if now - failing_since >= HEAD_DOWN_AFTER_S:
+                log.warning(
+                    "[ray] the head's GCS at %s:%d has refused connections for %.0f s: the "
+                    "head is down",
+                    *self.target,
+                    now - failing_since,
+                )
+                self.down.set()
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _gcs_client() -> Any:
+    """The connected driver's GCS client, whose calls take a timeout.
+
+    The public state API (``ray.nodes()``, ``ray.cluster_resources()``) goes through Ray's
+    GlobalStateAccessor, which "retries indefinitely" on a dead GCS; such a pending request
+    makes Ray end the whole process 60 s later, so the worker never uses it.
+    """
+    return ray._private.worker.global_worker.gcs_client  # noqa: SLF001 - see above
+
+
+def _alive_nodes() -> list[Any]:
+    """The cluster's live nodes (``GcsNodeInfo`` messages), or raise within GCS_TIMEOUT_S."""
+    infos = _gcs_client().get_all_node_info(timeout=GCS_TIMEOUT_S)
+    return [n for n in infos.values() if n.state == gcs_pb2.GcsNodeInfo.ALIVE]
+
+
+def _sum(maps: list[Any]) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for resources in maps:
+        for name, value in resources.items():
+            total[name] = total.get(name, 0.0) + value
+    return total
+
+
 class RayExecutor(Executor):
     """Runs each job as Ray task(s) on the cluster at ``address``."""
 
@@ -101,15 +204,36 @@ class RayExecutor(Executor):
         # max_calls=1: a fresh process per job, so TensorFlow state never leaks into the next
         self._task = ray.remote(max_calls=1)(train_job)
         self._last_connect = 0.0
+        self._target = split_address(address)  # the GCS to probe (known after connecting)
+        self._watch: HeadWatch | None = None
+        self._lock = threading.Lock()  # describe() (heartbeat thread) vs close() (main thread)
+        self._waiting_logged = self._probe_logged = False  # log each outage once
+
+    @property
+    def head_down(self) -> bool:
+        return self._watch is not None and self._watch.down.is_set()
 
     # -- connection --------------------------------------------------------------------------
     def start(self) -> None:
-        """Connect to the cluster and place the job channel on this worker's node.
+        """Connect to the cluster, watch its head and place the job channel on this worker's
+        node.
 
         Raises:
             RuntimeError: the cluster cannot be reached (numbered steps in the message).
         """
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        steps = (
+            "1. Check that the head runs (`ray status --address ADDRESS` on the head). "
+            "2. Check the address: HOST:PORT of the head's GCS, default port 6379. "
+            "3. Unset RAY_ADDRESS / drop --executor ray to train on this machine."
+        )
+        if self._target is not None and not gcs_reachable(self._target):
+            raise RuntimeError(
+                f"cannot connect to the Ray cluster at {self.address} (nothing accepts "
+                f"connections on {self._target[0]}:{self._target[1]}). {steps}"
+            )
+        main = threading.current_thread() is threading.main_thread()
+        handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             ray.init(
                 address=self.address,
@@ -118,65 +242,116 @@ class RayExecutor(Executor):
                 log_to_driver=False,  # the tasks' output comes through the channel instead
                 logging_level=logging.WARNING,
             )
-        except (ConnectionError, RuntimeError, ValueError) as exc:
+            # a fresh remote function per connection: nothing cached from a previous cluster
+            self._task = ray.remote(max_calls=1)(train_job)
+            self._target = split_address(ray.get_runtime_context().gcs_address) or self._target
+            if self._target is not None:
+                self._watch = HeadWatch(self._target)
+            self.node_id = ray.get_runtime_context().get_node_id()
+            # on this worker's own node: losing another node never loses the live output
+            channel = JobChannel.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(self.node_id, soft=False)
+            ).remote()
+            ping = channel.ping.remote()
+            if self._wait([ping], 120, self._watch):  # polled: the head may die meanwhile
+                raise TimeoutError("the job channel did not start within 120 s")
+            ray.get(ping)
+            if self._max_running is None:
+                cpus = _sum([dict(n.resources_total) for n in _alive_nodes()]).get("CPU", 1)
+                self.max_running = max(1, int(cpus))
+        except (ConnectionError, RuntimeError, TimeoutError, ValueError, RayError, HeadLost) as exc:
+            self.close()  # no half-connected driver may outlive the head (see the docstring)
             raise RuntimeError(
-                f"cannot connect to the Ray cluster at {self.address} ({_first_line(exc)}). "
-                "1. Check that the head runs (`ray status --address ADDRESS` on the head). "
-                "2. Check the address: HOST:PORT of the head's GCS, default port 6379. "
-                "3. Unset RAY_ADDRESS / drop --executor ray to train on this machine."
+                f"cannot connect to the Ray cluster at {self.address} ({_first_line(exc)}). {steps}"
             ) from exc
-        self.node_id = ray.get_runtime_context().get_node_id()
-        # on this worker's own node: losing another node never loses the live output
-        self.channel = JobChannel.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(self.node_id, soft=False)
-        ).remote()
-        ray.get(self.channel.ping.remote(), timeout=120)
-        if self._max_running is None:
-            self.max_running = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        finally:
+            if main:  # ray.init installs its own SIGTERM handler: the worker's must stay
+                for sig, handler in handlers.items():
+                    signal.signal(sig, handler)
+        self.channel = channel
+        self._waiting_logged = self._probe_logged = False
         log.info("[ray] connected to %s; running up to %d jobs", self.address, self.max_running)
 
     def ready(self, busy: bool) -> bool:
-        """Ping the job channel; after a dead head, disconnect and reconnect when it is back.
+        """Whether a job may be claimed: connected, head alive and the job channel answering.
 
-        Ray ends a driver whose head stays unreachable for about a minute; disconnecting first
-        keeps the worker alive, its queued jobs waiting in SQLite until the cluster returns.
+        After a dead head: disconnect as soon as the running jobs have ended (they fail at
+        their next poll), then reconnect only once the GCS port accepts connections again,
+        checked every 10 s. Queued jobs wait in SQLite meanwhile.
         """
         if self.channel is not None:
-            try:
-                ray.get(self.channel.ping.remote(), timeout=PING_TIMEOUT_S)
-                return True
-            except RayError as exc:
-                log.warning("[ray] the cluster at %s is unreachable: %s", self.address, exc)
-                if busy:  # their tasks report the loss first; disconnect once they ended
+            if self.head_down:
+                if not self._waiting_logged:
+                    log.warning(
+                        "[ray] the cluster at %s is unreachable (its head is down); jobs wait "
+                        "in the queue",
+                        self.address,
+                    )
+                    self._waiting_logged = True
+                if busy:  # the running jobs see the head down and end within seconds
                     return False
                 self.close()
+            else:
+                try:
+                    ray.get(self.channel.ping.remote(), timeout=PING_TIMEOUT_S)
+                    return True
+                except RayError as exc:
+                    log.warning("[ray] the cluster at %s is unreachable: %s", self.address, exc)
+                    if busy:  # their tasks report the loss first; disconnect once they ended
+                        return False
+                    self.close()
         if time.monotonic() - self._last_connect < RECONNECT_EVERY_S:
             return False
         self._last_connect = time.monotonic()
+        if self._target is not None and not gcs_reachable(self._target):
+            if not self._probe_logged:
+                log.warning(
+                    "[ray] still no cluster at %s; probing its GCS port every %.0f s, jobs "
+                    "wait in the queue",
+                    self.address,
+                    RECONNECT_EVERY_S,
+                )
+                self._probe_logged = True
+            return False
         try:
             self.start()
         except RuntimeError as exc:
             log.warning("[ray] still no cluster; jobs wait in the queue: %s", exc)
-            self.close()
             return False
         return True
 
     def close(self) -> None:
-        self.channel = None
-        if ray.is_initialized():
-            ray.shutdown()
+        """Disconnect (``ray.shutdown``) and stop watching the head; safe to call twice."""
+        with self._lock:
+            self.channel = None
+            if self._watch is not None:
+                self._watch.stop()
+                self._watch = None
+            ray.shutdown()  # also after a failed ray.init: it may have left a core worker
 
     def describe(self) -> dict[str, Any]:
         """The cluster's address, live nodes and total/free CPUs and GPUs.
 
         Raises:
-            RuntimeError: not connected (the worker records the error for the page).
+            RuntimeError: not connected, or the head is down (the worker records the error
+                for the page); a GCS query that times out after GCS_TIMEOUT_S.
         """
-        if self.channel is None or not ray.is_initialized():
-            raise RuntimeError(f"not connected to {self.address}; retrying every 10 s")
-        total = ray.cluster_resources()
-        free = ray.available_resources()
-        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        with self._lock:
+            if self.channel is None or self.head_down:
+                raise RuntimeError(
+                    f"not connected to {self.address}; retrying every {RECONNECT_EVERY_S:.0f} s"
+                )
+            nodes = _alive_nodes()
+            alive = {n.node_id for n in nodes}
+            usage = _gcs_client().get_all_resource_usage(timeout=GCS_TIMEOUT_S)
+        total = _sum([dict(n.resources_total) for n in nodes])
+        free = _sum(
+            [
+                dict(d.resources_available)
+                for d in usage.resource_usage_data.batch
+                if d.node_id in alive
+            ]
+        )
         return {
             "kind": self.kind,
             "address": self.address,
@@ -186,13 +361,13 @@ class RayExecutor(Executor):
             "gpus": total.get("GPU", 0.0),
             "free_cpus": free.get("CPU", 0.0),
             "free_gpus": free.get("GPU", 0.0),
-            "max_node_cpus": max((n["Resources"].get("CPU", 0.0) for n in nodes), default=0.0),
+            "max_node_cpus": max((n.resources_total.get("CPU", 0.0) for n in nodes), default=0.0),
         }
 
     # -- one job -----------------------------------------------------------------------------
     def _unplaceable(self, wanted: dict[str, int]) -> str | None:
         """Why the cluster can never run this request (Ray would wait for ever), or None."""
-        total = ray.cluster_resources()
+        total = _sum([dict(n.resources_total) for n in _alive_nodes()])
         need_cpus = wanted["cpus"] * wanted["workers"]
         need_gpus = wanted["gpus"] * wanted["workers"]
         if need_cpus > total.get("CPU", 0) or need_gpus > total.get("GPU", 0):
@@ -204,8 +379,28 @@ class RayExecutor(Executor):
             )
         return None
 
-    def _launch(self, job: Job, wanted: dict[str, int]) -> tuple[list[Any], Any, Any]:
-        """Start the job's task(s). Returns ``(refs, placement group, rendezvous actor)``."""
+    def _wait(self, refs: list[Any], timeout: float, watch: HeadWatch | None) -> list[Any]:
+        """``ray.wait`` for all ``refs`` in short steps; returns those still pending.
+
+        Raises:
+            HeadLost: the head went down meanwhile (no Ray call may then block for long).
+        """
+        deadline = time.monotonic() + timeout
+        pending = list(refs)
+        while pending and time.monotonic() < deadline:
+            if watch is not None and watch.down.is_set():
+                raise HeadLost
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_S)
+        return pending
+
+    def _launch(
+        self, job: Job, wanted: dict[str, int], watch: HeadWatch | None
+    ) -> tuple[list[Any], Any, Any]:
+        """Start the job's task(s). Returns ``(refs, placement group, rendezvous actor)``.
+
+        Raises:
+            HeadLost: the head went down while waiting for the placement group.
+        """
         options: dict[str, Any] = {
             "num_cpus": wanted["cpus"],
             "num_gpus": wanted["gpus"],
@@ -216,8 +411,7 @@ class RayExecutor(Executor):
             return [task.options(**options).remote(job.id, job.params, self.channel)], None, None
         bundle = {"CPU": wanted["cpus"], **({"GPU": wanted["gpus"]} if wanted["gpus"] else {})}
         group = placement_group([bundle] * wanted["workers"], strategy="SPREAD")
-        ready, _ = ray.wait([group.ready()], timeout=PLACEMENT_TIMEOUT_S)
-        if not ready:
+        if self._wait([group.ready()], PLACEMENT_TIMEOUT_S, watch):
             remove_placement_group(group)
             raise RuntimeError(
                 f"the cluster did not free {wanted['workers']} worker slots within "
@@ -237,10 +431,21 @@ class RayExecutor(Executor):
         ]
         return refs, group, meeting
 
-    def _pump(self, job: Job, ctx: JobContext, nodes: dict[int, str]) -> None:
-        """Move the channel's messages for ``job`` into the store."""
+    def _pump(
+        self, job: Job, ctx: JobContext, nodes: dict[int, str], watch: HeadWatch | None
+    ) -> None:
+        """Move the channel's messages for ``job`` into the store.
+
+        Raises:
+            HeadLost: the head went down (a call to a channel on a dead node would block for
+                the whole timeout, waiting for a death notice the dead GCS never sends).
+        """
+        ref = self.channel.drain.remote(job.id)
         try:
-            messages = ray.get(self.channel.drain.remote(job.id), timeout=30)
+            if self._wait([ref], DRAIN_TIMEOUT_S, watch):
+                log.warning("[ray] job %d: its channel did not answer in time", job.id)
+                return
+            messages = ray.get(ref, timeout=POLL_S)
         except RayError as exc:
             log.warning("[ray] job %d: could not read its channel: %s", job.id, exc)
             return
@@ -257,10 +462,15 @@ class RayExecutor(Executor):
 
     def run_job(self, job: Job, ctx: JobContext) -> None:
         """Run one claimed job on the cluster until it succeeds, fails, is cancelled or the
-        worker stops (then it goes back in the queue)."""
+        worker stops (then it goes back in the queue); fail it at once when the head dies."""
         store = ctx.store
+        watch = self._watch  # this connection's watch (a reconnect makes a new one)
         wanted = job.resource_request
-        reason = self._unplaceable(wanted)
+        try:
+            reason = self._unplaceable(wanted)
+        except (RayError, TimeoutError) as exc:  # the head went away since ready()
+            store.requeue(job.id, f"the Ray cluster did not answer ({_first_line(exc)})")
+            return
         if reason:
             store.append_log(job.id, f"[ray] {reason}\n")
             store.fail(job.id, reason)
@@ -271,14 +481,17 @@ class RayExecutor(Executor):
             f"{wanted['cpus']} CPU, {wanted['gpus']} GPU\n",
         )
         started = time.monotonic()
-        refs, group, meeting = self._launch(job, wanted)
         nodes: dict[int, str] = {}
         ended: str | None = None  # "cancel" or "stop" when we killed the tasks
+        group = meeting = None
         try:
+            refs, group, meeting = self._launch(job, wanted, watch)
             pending = list(refs)
             while pending:
+                if watch is not None and watch.down.is_set():
+                    raise HeadLost
                 done, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_S)
-                self._pump(job, ctx, nodes)
+                self._pump(job, ctx, nodes, watch)
                 failed = any(_outcome(ref)[0] != "ok" for ref in done)
                 if ended is None and store.cancel_requested(job.id):
                     ended = "cancel"
@@ -287,14 +500,26 @@ class RayExecutor(Executor):
                 if pending and (ended or failed):
                     for ref in pending:  # one worker gone: the others would wait for ever
                         ray.cancel(ref, force=True)
-                    ray.wait(pending, num_returns=len(pending), timeout=30)
+                    self._wait(pending, CANCEL_WAIT_S, watch)
                     pending = []
-            self._pump(job, ctx, nodes)
+            with contextlib.suppress(HeadLost):  # ended: Ray's own reason is more precise
+                self._pump(job, ctx, nodes, watch)
+        except HeadLost:
+            # no more Ray calls for this job (placement group, rendezvous: they went with the
+            # head); the worker disconnects once its jobs have ended
+            message = (
+                f"the Ray head at {self.address} was lost while the job ran (its GCS refused "
+                f"connections for {HEAD_DOWN_AFTER_S:.0f} s); the remote work is gone with it"
+            )
+            store.append_log(job.id, f"[ray] {message}\n")
+            store.fail(job.id, message)
+            return
         finally:
-            if group is not None:
-                remove_placement_group(group)
-            if meeting is not None:
-                ray.kill(meeting)
+            if not (watch is not None and watch.down.is_set()):
+                if group is not None:
+                    remove_placement_group(group)
+                if meeting is not None:
+                    ray.kill(meeting)
         self._finish(job, ctx, refs, nodes, ended, time.monotonic() - started)
 
     def _finish(
