@@ -140,6 +140,22 @@ scene_col = st.container()
 
 with scene_col:
     st.subheader("3D scene")
+    # Off until asked for: building a scene costs the server ~1.8 CPU-s per volume in a PyVista
+    # child (benchmarks.app_load: 2.2 of a 3D page load's CPU-s), so eight reviewers stepping
+    # through cases waited 27 s at p95. OHIF and 3D Slicer also open on the 2D views.
+    show_scene = st.toggle(
+        "Show the 3D scene",
+        key="volume_show_scene",
+        help="An interactive 3D rendering of the volume (and of the heatmap as a red surface) "
+        "that you can rotate and zoom. It takes the server a second or two per volume, so it "
+        "is off until you turn it on; it then stays on while you step through cases.",
+    )
+    if not show_scene:
+        st.caption(
+            "Turn on **Show the 3D scene** to rotate the volume in 3D. The slices above show "
+            "the same voxels."
+        )
+        st.stop()
     c1, c2 = st.columns(2)
     mode = c1.radio(
         "Rendering",

@@ -225,6 +225,11 @@ def slice_captions(at: AppTest) -> list[str]:
 
 def test_volume_viewer_slices_and_gradcam(env):
     at = open_page("volume", {"dataset": "adrenalmnist3d", "index": "1"})
+    # the 3D scene is off until asked for (a PyVista child costs ~1.8 CPU-s a volume)
+    assert at.toggle(key="volume_show_scene").value is False
+    assert not at.get("iframe")
+    assert [c.key for c in at.get("plotly_chart")] == ["volume_probs"]  # the trust panel only
+    at.toggle(key="volume_show_scene").set_value(True).run()
     assert at.number_input(key="volume_index").value == 1
     assert "binary shape mask" in texts(at)
     picker = at.selectbox(key="volume_run")
@@ -249,6 +254,7 @@ def test_volume_viewer_slices_and_gradcam(env):
 @pytest.mark.slow
 def test_volume_viewer_pyvista_child_process(env):
     at = open_page("volume", {"dataset": "adrenalmnist3d"})
+    at.toggle(key="volume_show_scene").set_value(True).run()
     at.radio(key="volume_viewer").set_value("PyVista (VTK)").run()
     assert not at.exception
     assert not any("PyVista renderer failed" in w.value for w in at.warning)

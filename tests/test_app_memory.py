@@ -268,6 +268,8 @@ def test_soak_in_this_process(soak_env, monkeypatch):
         ("gradcam", _open("gradcam", {"run": soak_env["gradcam"].name, "split": "test"})),
         ("volume", _open("volume", {"dataset": "adrenalmnist3d", "size": "28"})),
     ]
+    # the 3D user turns the scene on: scenes were the largest leak (pinned HTML strings)
+    users[2][1].toggle(key="volume_show_scene").set_value(True).run()
     n_samples = {"gradcam": SPLIT_SIZES["retinamnist"][2], "volume": 60}
     methods = {"gradcam": ["gradcam++", "layercam", "gradcam"], "volume": ["gradcam++", "gradcam"]}
     points = []

@@ -132,7 +132,11 @@ def test_volume_slices_scrub_and_3d_is_not_blank(server, page):
     poll(page, alpha.inner_text, lambda now: now != before, 30_000, "the opacity to change")
     wait_body_text(page, r"Slice redraw: \d+ ms server time", regex=True)
 
-    # PyVista (vtk.js) scene: give WebGL a moment, then check its pixels are not all background
+    # the scene is off until asked for; PyVista (vtk.js): give WebGL a moment, then check its
+    # pixels are not all background
+    assert page.locator("[data-testid=stIFrame]").count() == 0
+    page.locator(".st-key-volume_show_scene label").click()
+    wait_idle(page)
     frame = page.locator("[data-testid=stIFrame]").first
     frame.wait_for(timeout=60_000)
     page.wait_for_timeout(4000)

@@ -86,6 +86,8 @@ def test_a_nii_gz_upload_renders_with_prediction(server, page):
             assert page.locator(f".st-key-volume_slice_{axis}").inner_text().split()[-3] == "15"
 
     eventually(page, sliders_show_15)
+    page.locator(".st-key-volume_show_scene label").click()  # the 3D scene is off by default
+    wait_idle(page)
     frame = page.locator("[data-testid=stIFrame]").first
     frame.wait_for(timeout=60_000)
     page.wait_for_timeout(4000)
