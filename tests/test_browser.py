@@ -27,6 +27,7 @@ from app_helpers import (
 )
 from conftest import real_root, require_real_file
 from PIL import Image
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from playwright.sync_api import expect
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -236,17 +237,34 @@ def test_gradcam_uploads(server, page, case, name, make, expected):
     assert_no_error_shown(page)
 
 
-def choose(page, key: str, typed: str) -> None:
+def choose(page, key: str, typed: str, attempts: int = 3) -> None:
     """Pick a selectbox option the way a person does: open it, type to filter, click the match.
 
     Waiting for the filtered option (instead of pressing Enter at once) avoids a race in which
     Enter picked the first, unfiltered option before the list had caught up with the typing.
+    A person whose list closed under them (CI once saw no option for 30 s right after a page
+    load at load 10+: a late rerun can close an open list) opens it again: so does this, up to
+    ``attempts`` times, and then fails with what the list showed.
     """
     box = page.locator(f".st-key-{key}")
-    box.click()
-    page.keyboard.type(typed)
     option = page.get_by_role("option").filter(has_text=typed).first
-    option.wait_for(timeout=30_000)  # 15 s was missed once at load 10+ on 2 cores
+    seen: list[str] = []
+    for _ in range(attempts):
+        wait_idle(page)
+        box.click()
+        page.keyboard.type(typed)
+        try:
+            option.wait_for(timeout=15_000)
+            break
+        except PlaywrightTimeoutError:
+            seen.append(
+                f"input={box.locator('input').first.input_value()!r} "
+                f"options={page.get_by_role('option').all_inner_texts()[:8]!r}"
+            )
+            page.keyboard.press("Escape")  # closes the list and clears the typed filter
+    else:
+        page.screenshot(path=str(SHOTS / f"choose_failed_{key}.png"), full_page=True)
+        raise AssertionError(f"{key}: no option {typed!r} after {attempts} tries: {seen}")
     option.click()
     wait_idle(page)
     shown = box.locator("input").first.input_value()  # the combobox shows the choice here
