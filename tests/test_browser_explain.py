@@ -25,6 +25,7 @@ from app_helpers import (
 )
 from conftest import real_root, require_real_file
 from PIL import Image
+from playwright.sync_api import expect
 from test_browser import SHOTS, assert_no_error_shown, choose, open_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -107,10 +108,11 @@ def test_switching_methods(server, page):
 
     page.locator(".st-key-gradcam_compare").get_by_text("Compare methods").click()
     wait_idle(page)
-    assert page.locator("[data-testid=stDownloadButton]").count() == 3  # chosen + 2 compared
+    # chosen + 2 compared (polled: the compared maps land after the rerun goes idle under load)
+    expect(page.locator("[data-testid=stDownloadButton]")).to_have_count(3, timeout=60_000)
     page.get_by_text("The numbers behind the verdict").click()
     wait_idle(page)
     expander = page.locator("[data-testid=stExpander]").filter(has_text="numbers behind")
-    assert expander.locator("[data-testid=stDataFrame]").count() == 1
+    expect(expander.locator("[data-testid=stDataFrame]")).to_have_count(1, timeout=30_000)
     page.screenshot(path=str(SHOTS / "explain_compare.png"), full_page=True)
     assert_no_error_shown(page)

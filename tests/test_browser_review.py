@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from app_helpers import CHROMIUM, REPO, make_run, streamlit_server, wait_body_text, wait_idle
 from conftest import real_root, require_real_file
+from playwright.sync_api import expect
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 SHOTS = REPO / "test-artifacts" / "browser"
@@ -80,7 +81,9 @@ def test_verdict_survives_a_restart_and_is_in_the_csv(review_env, page):
     with streamlit_server(env, SHOTS / "server_review_2.log") as url:
         open_review(page, url, "Dr Browser")
         text = wait_body_text(page, "1 of 400 reviewed")
-        assert page.get_by_role("heading", name="Test sample #").first.inner_text() == first_case
+        expect(page.get_by_role("heading", name="Test sample #").first).to_have_text(
+            first_case, timeout=30_000
+        )
         assert "Agree · Dr Browser" in text
         assert NOTE in text  # the note as typed: not rendered as Markdown or HTML
         assert page.locator("b", has_text="not html").count() == 0
