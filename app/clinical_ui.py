@@ -161,7 +161,9 @@ def calibration_ui(calibration: dict[str, Any] | None, container: Any = st) -> b
     left.plotly_chart(
         trust_figures.reliability_chart(
             {"raw softmax": test.get("raw"), "calibrated": test.get("scaled")},
-            f"Test reliability (T = {calibration.get('temperature', 1.0):.2f})",
+            f"Test reliability (T = {calibration.get('temperature', 1.0):.2f}"
+            + (", per-class offsets" if calibration.get("calibrator") == "temperature_bias" else "")
+            + ")",
         ),
         key="experiments_reliability",
     )

@@ -44,8 +44,9 @@ FILTER_LABELS = {
 VERDICT_BUTTONS = {"agree": "Agree", "disagree": "Disagree", "unsure": "Unsure"}
 HELP_PROBABILITY = {
     True: "The class the model scores highest, and its calibrated probability: the raw scores "
-    "are rescaled (temperature scaling, fitted on the validation images) so that, over many "
-    "cases, a class shown at 70 % is right about 70 % of the time. It says how sure the model "
+    "are rescaled (temperature scaling, with a per-class offset where that fitted better, "
+    "both fitted on the validation images) so that, over many cases, a class shown at 70 % "
+    "is right about 70 % of the time. It says how sure the model "
     "is; it is not a guarantee that this case is right.",
     False: "The class the model scores highest, and the probability it gives it. This model has "
     "no trust values yet, so this is the raw model output, not calibrated: it is often more "
@@ -103,7 +104,8 @@ def trust_note_ui(calibrated: bool, run_name: str) -> None:
     if calibrated:
         st.caption(
             "Cases the model refers to a specialist come first, then the most uncertain ones. "
-            "Probabilities are calibrated (temperature scaling fitted on the validation images)."
+            "Probabilities are calibrated (temperature scaling fitted on the validation images, "
+            "with a per-class offset where that fitted them better)."
         )
         return
     st.info(

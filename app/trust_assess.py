@@ -4,7 +4,7 @@ refer verdicts, as plain values (no drawing). ``app.cache.assessment`` caches it
 
 The predictor is what ``core.registry.load_predictor`` returns; this module needs only its
 ``assess(x)`` and, for the band, its ``trust`` dict (``calibration.json``) and, for ensembles,
-``members``, ``raw(x)["logits"]`` and ``temperature``.
+``members``, ``raw(x)["logits"]``, ``temperature`` and ``bias``.
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ def _band(predictor: Any, x: np.ndarray, proba: np.ndarray) -> tuple[Any, str]:
         from scipy.special import softmax
 
         t = float(getattr(predictor, "temperature", 1.0) or 1.0)
+        bias = getattr(predictor, "bias", None)
+        b = 0.0 if bias is None else np.asarray(bias, dtype=float)
         per_member = np.stack(
-            [softmax(np.asarray(z, dtype=float)[0] / t) for z in raw(x[None])["logits"]]
+            [softmax(np.asarray(z, dtype=float)[0] / t + b) for z in raw(x[None])["logits"]]
         )
         return (per_member.min(axis=0), per_member.max(axis=0)), "ensemble"
     ece = (((trust.get("calibration") or {}).get("val") or {}).get("scaled") or {}).get("ece")

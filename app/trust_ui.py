@@ -25,9 +25,9 @@ __all__ = ["HELP", "assess_one", "checked_prediction_ui", "prediction_panel_ui",
 
 HELP = {
     "calibrated": (
-        "The model's raw scores are rescaled (temperature scaling, fitted on the validation "
-        "images) so that, over many cases, a class shown at 70 % is right about 70 % of the "
-        "time."
+        "The model's raw scores are rescaled (temperature scaling, with a per-class offset "
+        "where that fitted better, both fitted on the validation images) so that, over many "
+        "cases, a class shown at 70 % is right about 70 % of the time."
     ),
     "uncertainty": (
         "1 minus the highest calibrated probability: 0 means the model puts all its weight on "

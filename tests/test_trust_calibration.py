@@ -26,10 +26,10 @@ def test_ece_zero_when_every_prediction_is_right_and_certain():
     assert calibration.ece(proba, [0, 1, 2, 1]) == pytest.approx(0.0)
 
 
-def _calibrated_sample(n, t_true, seed=0):
+def _calibrated_sample(n, t_true, seed=0, bias=(0.0, 0.0, 0.0, 0.0)):
     rng = np.random.default_rng(seed)
     z = rng.normal(0, 3, size=(n, 4))
-    p = softmax(z / t_true, axis=1)
+    p = softmax(z / t_true + np.asarray(bias), axis=1)
     y = np.array([rng.choice(4, p=row) for row in p])
     return z, y
 
@@ -64,3 +64,56 @@ def test_simulated_bound_holds_for_a_perfectly_calibrated_model_about_95_percent
 def test_fit_temperature_rejects_mismatched_input():
     with pytest.raises(ValueError, match="N labels"):
         calibration.fit_temperature(np.zeros((3, 2)), [0, 1])
+
+
+PRIOR_SHIFT = (0.0, 1.5, -1.0, 0.5)  # the labels' class priors differ from the scores'
+
+
+def test_bias_temperature_fit_recovers_temperature_and_offsets():
+    z, y = _calibrated_sample(6000, 1.8, seed=5, bias=PRIOR_SHIFT)
+    t, b = calibration.fit_bias_temperature(z, y)
+    assert t == pytest.approx(1.8, rel=0.12)
+    np.testing.assert_allclose(b, PRIOR_SHIFT, atol=0.2)
+    assert b[0] == 0.0  # softmax ignores a common shift: the first class anchors the rest
+
+
+def test_calibrator_choice_on_val_cross_validation():
+    # prior shift: one temperature cannot fix it, the offsets win on held-out folds
+    z, y = _calibrated_sample(1500, 1.5, seed=6, bias=PRIOR_SHIFT)
+    cal = calibration.fit_calibrator(z, y)
+    assert cal["method"] == "temperature_bias"
+    assert cal["cv_nll"]["temperature_bias"] < cal["cv_nll"]["temperature"]
+    z_test, y_test = _calibrated_sample(1500, 1.5, seed=7, bias=PRIOR_SHIFT)
+    # on fresh cases from the same source the chosen map fits better (held-out NLL)
+    shifted = calibration.nll(z_test, y_test, cal["temperature"], cal["bias"])
+    t_only = calibration.nll(z_test, y_test, calibration.fit_temperature(z, y))
+    assert shifted < t_only - 0.02
+    # no prior shift: the extra parameters only fit noise, and the one-SE rule keeps plain
+    # temperature in most draws (a noise gain beats one SE in roughly 1 of 6)
+    kept = []
+    for seed in range(8, 20):
+        z, y = _calibrated_sample(1500, 1.5, seed=seed)
+        cal = calibration.fit_calibrator(z, y)
+        kept.append(cal["method"] == "temperature")
+        if kept[-1]:
+            assert cal["bias"] == [0.0] * 4
+            assert cal["temperature"] == pytest.approx(calibration.fit_temperature(z, y))
+    assert sum(kept) >= 9, kept
+
+
+def test_report_applies_the_chosen_map_to_test():
+    z_val, y_val = _calibrated_sample(1500, 2.0, seed=9, bias=PRIOR_SHIFT)
+    z_test, y_test = _calibrated_sample(1500, 2.0, seed=10, bias=PRIOR_SHIFT)
+    rep = calibration.calibration_report(z_val, y_val, z_test, y_test)
+    expected = calibration.scaled_proba(z_test, rep["temperature"], rep["bias"])
+    assert rep["test"]["scaled"]["ece"] == pytest.approx(calibration.ece(expected, y_test))
+    assert rep["method"] == "temperature_bias"
+    assert rep["test"]["scaled"]["ece"] <= rep["test_ece_bound_95"]
+
+
+def test_calibrator_falls_back_to_plain_folds_when_a_class_is_rare():
+    z, y = _calibrated_sample(200, 1.0, seed=11)
+    y[:] = np.where(y == 3, 0, y)
+    y[0] = 3  # one case of class 3: stratified 5-fold is impossible
+    cal = calibration.fit_calibrator(z, y)
+    assert cal["method"] in calibration.METHODS and len(cal["bias"]) == 4

@@ -60,7 +60,10 @@ def test_fit_then_predictor_gives_calibrated_probabilities_and_guards(trust_root
     p = registry.load_predictor("tiny_a")
     t = res["temperature"]
     logits = np.log(model.predict(x, verbose=0))  # softmax output: log gives logits + const
-    np.testing.assert_allclose(p.predict_proba(x), softmax(logits / t, axis=1), atol=1e-4)
+    b = np.asarray(res["bias"])  # zeros unless val's cross-validation chose the offsets
+    assert res["calibrator"] in ("temperature", "temperature_bias")
+    assert (b == 0).all() == (res["calibrator"] == "temperature")
+    np.testing.assert_allclose(p.predict_proba(x), softmax(logits / t + b, axis=1), atol=1e-4)
     out = p.assess(x)
     np.testing.assert_allclose(out["uncertainty"], 1 - out["proba"].max(axis=1))
     assert (out["is_ood"] == (out["ood_score"] > res["ood"]["threshold"])).all()
@@ -98,7 +101,7 @@ def test_ensemble_folder_round_trip(trust_root):
     x, _ = data.load_split(FLAG, "val")
     views = [m.predict(v, verbose=0) for m in (m1, m2) for v in tta_views(x, True)]
     z = logsumexp(np.stack([np.log(v) for v in views]), axis=0) - np.log(len(views))
-    expected = softmax(log_softmax(z, axis=1) / res["temperature"], axis=1)
+    expected = softmax(log_softmax(z, axis=1) / res["temperature"] + res["bias"], axis=1)
     np.testing.assert_allclose(p.predict_proba(x), expected, atol=1e-4)
     assert p.disagreement(x).shape == (len(x),) and (p.disagreement(x) >= 0).all()
 

@@ -15,7 +15,8 @@ def _summary(res: dict) -> str:
     ood = res["ood"]
     ref = res["refer"]["test"]
     return (
-        f"{res['run']}: T={res['temperature']:.3f} test ECE {cal['test']['raw']['ece']:.3f}"
+        f"{res['run']}: {res.get('calibrator', 'temperature')} T={res['temperature']:.3f}"
+        f" test ECE {cal['test']['raw']['ece']:.3f}"
         f" -> {cal['test']['scaled']['ece']:.3f} (bound {cal['test_ece_bound_95']:.3f}); "
         f"test AUC {res['metrics']['test']['auc']:.4f} ACC {res['metrics']['test']['acc']:.4f}; "
         f"refer: acc {ref['accuracy']:.3f} at coverage {ref['coverage']:.2f}; OOD {ood['detector']}"

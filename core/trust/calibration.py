@@ -1,4 +1,5 @@
-"""Calibration: temperature scaling fitted on validation scores, ECE/MCE and reliability bins.
+"""Calibration fitted on validation scores (temperature scaling, or temperature plus per-class
+bias when cross-validation on val prefers it), ECE/MCE and reliability bins.
 
 Numpy, SciPy and scikit-learn only (no TensorFlow): the functions take *scores* ``z`` — the
 logits of one model, or the log of an ensemble's mean probability — and labels.
@@ -9,33 +10,59 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize_scalar
+from scipy.optimize import minimize, minimize_scalar
 from scipy.special import log_softmax, softmax
 from sklearn.calibration import calibration_curve
+from sklearn.model_selection import KFold, StratifiedKFold
 
 N_BINS = 15
 # bounds on log(T): T in [0.05, 20] covers every model here with room (fitted 0.9-2.5)
 _LOG_T_BOUNDS = (np.log(0.05), np.log(20.0))
 
 
-def scaled_proba(z: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Probabilities ``softmax(z / T)`` row-wise.
+METHODS = ("temperature", "temperature_bias")
+CV_FOLDS = 5
+
+
+def calibrated_scores(
+    z: np.ndarray, temperature: float = 1.0, bias: np.ndarray | None = None
+) -> np.ndarray:
+    """Calibrated log-scores ``z / T + b`` (``b`` = 0 for plain temperature scaling)."""
+    out = np.asarray(z, dtype=np.float64) / float(temperature)
+    return out if bias is None else out + np.asarray(bias, dtype=np.float64)
+
+
+def scaled_proba(
+    z: np.ndarray, temperature: float = 1.0, bias: np.ndarray | None = None
+) -> np.ndarray:
+    """Probabilities ``softmax(z / T + b)`` row-wise.
 
     Args:
         z: scores ``(N, K)`` (logits, or log-probabilities of an ensemble mean).
         temperature: T > 0; T > 1 softens over-confident scores.
+        bias: optional per-class offsets ``(K,)`` (bias-corrected temperature scaling).
 
     Returns:
         ``(N, K)`` float64 probabilities, rows summing to 1.
     """
-    return softmax(np.asarray(z, dtype=np.float64) / float(temperature), axis=1)
+    return softmax(calibrated_scores(z, temperature, bias), axis=1)
 
 
-def nll(z: np.ndarray, y: np.ndarray, temperature: float = 1.0) -> float:
-    """Mean negative log-likelihood of integer labels ``y`` under ``softmax(z / T)``."""
+def nll(
+    z: np.ndarray, y: np.ndarray, temperature: float = 1.0, bias: np.ndarray | None = None
+) -> float:
+    """Mean negative log-likelihood of integer labels ``y`` under ``softmax(z / T + b)``."""
     y = np.asarray(y).reshape(-1).astype(int)
-    logp = log_softmax(np.asarray(z, dtype=np.float64) / float(temperature), axis=1)
+    logp = log_softmax(calibrated_scores(z, temperature, bias), axis=1)
     return float(-logp[np.arange(len(y)), y].mean())
+
+
+def _checked(z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    z = np.asarray(z, dtype=np.float64)
+    y = np.asarray(y).reshape(-1).astype(int)
+    if z.ndim != 2 or len(z) == 0 or len(z) != len(y):
+        raise ValueError(f"need scores (N, K) and N labels, got {z.shape} and {y.shape}")
+    return z, y
 
 
 def fit_temperature(z: np.ndarray, y: np.ndarray) -> float:
@@ -51,14 +78,106 @@ def fit_temperature(z: np.ndarray, y: np.ndarray) -> float:
     Raises:
         ValueError: empty input or shapes that disagree.
     """
-    z = np.asarray(z, dtype=np.float64)
-    y = np.asarray(y).reshape(-1).astype(int)
-    if z.ndim != 2 or len(z) == 0 or len(z) != len(y):
-        raise ValueError(f"need scores (N, K) and N labels, got {z.shape} and {y.shape}")
+    z, y = _checked(z, y)
     res = minimize_scalar(
         lambda log_t: nll(z, y, np.exp(log_t)), bounds=_LOG_T_BOUNDS, method="bounded"
     )
     return float(np.exp(res.x))
+
+
+def fit_bias_temperature(z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """Bias-corrected temperature scaling (Alexandari et al. 2020): T and per-class offsets.
+
+    ``softmax(z / T + b)`` with ``b[0] = 0`` (softmax ignores a common shift), fitted by NLL.
+    The offsets correct class priors that differ between training and validation, which one
+    temperature cannot: on AdrenalMNIST3D the 3D CNN's val ECE stayed at 0.12 with T alone.
+    Written here with SciPy because the libraries that have it do not fit: netcal needs
+    PyTorch (~800 MB) and abstention has been unmaintained since 2020.
+
+    Args:
+        z: validation scores ``(N, K)``.
+        y: integer labels ``(N,)`` or ``(N, 1)``.
+
+    Returns:
+        ``(T, b)`` with T > 0 and ``b`` of shape ``(K,)``.
+
+    Raises:
+        ValueError: empty input or shapes that disagree.
+    """
+    z, y = _checked(z, y)
+    k = z.shape[1]
+
+    def loss(params: np.ndarray) -> float:
+        return nll(z, y, np.exp(params[0]), np.r_[0.0, params[1:]])
+
+    start = np.r_[np.log(fit_temperature(z, y)), np.zeros(k - 1)]
+    bounds = [_LOG_T_BOUNDS] + [(-10.0, 10.0)] * (k - 1)
+    res = minimize(loss, start, method="L-BFGS-B", bounds=bounds)
+    return float(np.exp(res.x[0])), np.r_[0.0, res.x[1:]]
+
+
+def _folds(y: np.ndarray, n_folds: int, seed: int):
+    counts = np.bincount(y)
+    stratify = counts[counts > 0].min() >= n_folds
+    splitter = (StratifiedKFold if stratify else KFold)(n_folds, shuffle=True, random_state=seed)
+    return splitter.split(np.zeros(len(y)), y)
+
+
+def fit_calibrator(
+    z: np.ndarray, y: np.ndarray, n_folds: int = CV_FOLDS, seed: int = 0
+) -> dict[str, Any]:
+    """Choose and fit the calibration map on validation scores only.
+
+    Both methods of :data:`METHODS` are scored by ``n_folds``-fold cross-validated NLL on the
+    validation cases (fit on the other folds, score on the held-out one). The offsets are
+    chosen only when their mean held-out gain exceeds one standard error of the per-fold
+    gains, and the winner is refitted on all cases. Cross-validation, because the bias adds
+    K − 1 parameters and its in-sample NLL is always lower.
+
+    Args:
+        z: validation scores ``(N, K)``.
+        y: integer labels.
+        n_folds: cross-validation folds.
+        seed: fold shuffling seed (the choice is reproducible).
+
+    Returns:
+        ``{"method", "temperature", "bias" (list, zeros for "temperature"), "cv_nll":
+        {method: mean held-out NLL}, "chosen_on"}``.
+
+    Raises:
+        ValueError: empty input or shapes that disagree.
+
+    Example::
+
+        cal = fit_calibrator(z_val, y_val)
+        proba = scaled_proba(z_test, cal["temperature"], cal["bias"])
+    """
+    z, y = _checked(z, y)
+    held_out: dict[str, list[float]] = {m: [] for m in METHODS}
+    for train, test in _folds(y, n_folds, seed):
+        t = fit_temperature(z[train], y[train])
+        held_out["temperature"].append(nll(z[test], y[test], t))
+        t, b = fit_bias_temperature(z[train], y[train])
+        held_out["temperature_bias"].append(nll(z[test], y[test], t, b))
+    cv = {m: float(np.mean(v)) for m, v in held_out.items()}
+    # one-standard-error rule on the paired fold differences: the offsets must beat plain
+    # temperature by more than the folds' noise (without it, noise-level gains of ~0.001 NLL
+    # picked the offsets on data generated with none)
+    gain = np.subtract(held_out["temperature"], held_out["temperature_bias"])
+    se = float(gain.std(ddof=1) / np.sqrt(len(gain)))
+    method = "temperature_bias" if gain.mean() > se else "temperature"
+    if method == "temperature":
+        t, b = fit_temperature(z, y), np.zeros(z.shape[1])
+    else:
+        t, b = fit_bias_temperature(z, y)
+    return {
+        "method": method,
+        "temperature": t,
+        "bias": [float(v) for v in b],
+        "cv_nll": cv,
+        "cv_gain_se": se,
+        "chosen_on": f"val: {n_folds}-fold cross-validated NLL, offsets only if their gain > 1 SE",
+    }
 
 
 def reliability(proba: np.ndarray, y: np.ndarray, n_bins: int = N_BINS) -> dict[str, Any]:
@@ -161,21 +280,23 @@ def simulated_ece_bound(
 def calibration_report(
     z_val: np.ndarray, y_val: np.ndarray, z_test: np.ndarray, y_test: np.ndarray
 ) -> dict[str, Any]:
-    """Fit T on val and measure ECE/MCE before and after on val and test.
+    """Fit the calibration map on val (:func:`fit_calibrator`) and measure ECE/MCE before and
+    after on val and test.
 
     Returns:
-        ``{"temperature", "val": {"raw", "scaled"}, "test": {"raw", "scaled"},
-        "test_ece_bound_95"}`` where raw/scaled are :func:`reliability` dicts plus ``nll``;
-        the bound is :func:`simulated_ece_bound` on the scaled test confidences.
+        ``{"method", "temperature", "bias", "cv_nll", "chosen_on", "val": {"raw", "scaled"},
+        "test": {"raw", "scaled"}, "test_ece_bound_95"}`` where raw/scaled are
+        :func:`reliability` dicts plus ``nll``; the bound is :func:`simulated_ece_bound` on the
+        scaled test confidences.
     """
-    t = fit_temperature(z_val, y_val)
-    out: dict[str, Any] = {"temperature": t}
+    out: dict[str, Any] = fit_calibrator(z_val, y_val)
+    t, b = out["temperature"], out["bias"]
     for split, z, y in (("val", z_val, y_val), ("test", z_test, y_test)):
         out[split] = {}
-        for name, temp in (("raw", 1.0), ("scaled", t)):
-            rel = reliability(scaled_proba(z, temp), y)
-            rel["nll"] = nll(z, y, temp)
+        for name, temp, bias in (("raw", 1.0, None), ("scaled", t, b)):
+            rel = reliability(scaled_proba(z, temp, bias), y)
+            rel["nll"] = nll(z, y, temp, bias)
             out[split][name] = rel
-    conf = scaled_proba(z_test, t).max(axis=1)
+    conf = scaled_proba(z_test, t, b).max(axis=1)
     out["test_ece_bound_95"] = simulated_ece_bound(conf)
     return out

@@ -107,8 +107,8 @@ def fit(
     stats.update({f"input_{k}": v for k, v in fitted.items()})
 
     cal = calibration.calibration_report(outs["val"]["z"], y["val"], outs["test"]["z"], y["test"])
-    t = cal["temperature"]
-    proba = {s: calibration.scaled_proba(outs[s]["z"], t) for s in ("val", "test")}
+    t, bias = cal["temperature"], cal["bias"]
+    proba = {s: calibration.scaled_proba(outs[s]["z"], t, bias) for s in ("val", "test")}
     unc = {s: 1.0 - proba[s].max(axis=1) for s in proba}
     correct = {s: (proba[s].argmax(axis=1) == y[s]).astype(int) for s in proba}
     chosen = selective.choose_threshold(unc["val"], correct["val"], target)
@@ -146,6 +146,8 @@ def fit(
         "members": [m.run_dir.name for m in p.members],
         "tta": p.tta,
         "temperature": t,
+        "bias": bias,
+        "calibrator": cal["method"],
         "ece_bins": calibration.N_BINS,
         "calibration": cal,
         "metrics": metrics,

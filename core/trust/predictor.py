@@ -157,6 +157,17 @@ class Predictor:
     def temperature(self) -> float:
         return float(self.trust["temperature"]) if self.trust else 1.0
 
+    @property
+    def bias(self) -> np.ndarray | None:
+        """Per-class offsets of bias-corrected scaling; None for plain temperature scaling
+        (and for ``calibration.json`` files written before the offsets existed)."""
+        bias = (self.trust or {}).get("bias")
+        return None if bias is None else np.asarray(bias, dtype=np.float64)
+
+    def calibrated_proba(self, z: np.ndarray) -> np.ndarray:
+        """``softmax(z / T + b)`` with this run's fitted calibration (T = 1, b = 0 unfitted)."""
+        return calibration.scaled_proba(z, self.temperature, self.bias)
+
     def _require_trust(self) -> dict[str, Any]:
         if not self.trust:
             raise _not_fitted(self.run_dir)
@@ -174,7 +185,7 @@ class Predictor:
         """
         trust = self._require_trust()
         out = self.raw(x)
-        proba = calibration.scaled_proba(out["z"], self.temperature)
+        proba = self.calibrated_proba(out["z"])
         unc = 1.0 - proba.max(axis=1)
         score = self._ood_from(out)
         flagged = score > trust["ood"]["threshold"]
@@ -188,10 +199,11 @@ class Predictor:
         }
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """Calibrated class probabilities ``(N, K)`` (temperature-scaled; ensemble mean).
+        """Calibrated class probabilities ``(N, K)`` (temperature-scaled, with per-class
+        offsets when val chose them; ensemble mean).
 
         Before ``python -m core.trust`` ran on the run, T = 1 (raw softmax)."""
-        return calibration.scaled_proba(self.raw(x)["z"], self.temperature)
+        return self.calibrated_proba(self.raw(x)["z"])
 
     def uncertainty(self, x: np.ndarray) -> np.ndarray:
         """``1 - calibrated top-class probability`` per sample (higher = less sure)."""
