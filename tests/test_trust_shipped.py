@@ -45,8 +45,9 @@ def test_shipped_guard_flags_foreign_images_and_reproduces_its_figures(run, flag
 
 
 def test_shipped_cnn3d_page_shows_the_val_chosen_call_beside_argmax(monkeypatch):
-    """Test volume 23 is hyperplasia; the shipped 3D model's argmax calls it normal (p = 0.24),
-    its validation-chosen threshold (0.09) calls it hyperplasia: the page shows both."""
+    """Test volume 34 is hyperplasia; the shipped 3D model's calibrated argmax calls it normal
+    (calibrated p = 0.37; raw 0.11), its validation-chosen threshold on the raw probability
+    (0.09) calls it hyperplasia: the page shows both."""
     from pathlib import Path
 
     import streamlit as st
@@ -59,7 +60,7 @@ def test_shipped_cnn3d_page_shows_the_val_chosen_call_beside_argmax(monkeypatch)
     home = str(Path(REPO) / "app" / "Home.py")
     at = AppTest.from_file(home, default_timeout=240).run()
     at.query_params["run"] = "cnn3d"
-    at.query_params["index"] = "23"
+    at.query_params["index"] = "34"
     at.switch_page("../pages/gradcam.py").run()
     assert not at.exception, [e.value for e in at.exception]
     text = " ".join(m.value for m in at.markdown)
