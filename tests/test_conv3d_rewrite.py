@@ -13,6 +13,7 @@ from conftest import REPO, real_root, require_real_file  # noqa: E402
 
 from core import quantize as q  # noqa: E402
 from core.models import build_model  # noqa: E402
+from core.quantize.conv3d_rewrite import DepthGroupMask, DepthUngroup  # noqa: E402
 from core.tflite_runner import TFLiteModel  # noqa: E402
 
 # (kernel, strides, padding, in channels, filters, then BatchNorm+ReLU, bias)
@@ -52,13 +53,18 @@ def _case_model(kernel, strides, padding, channels, filters, bn_relu, bias, shap
     return keras.Model(inputs, x)
 
 
+@pytest.mark.parametrize("group_width", [64, 0], ids=["grouped", "one-depth-rows"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"k{c[0]}-s{c[1]}-{c[2]}-c{c[3]}-f{c[4]}")
-def test_rewrite_is_exact_over_kernel_stride_padding_table(case):
+def test_rewrite_is_exact_over_kernel_stride_padding_table(case, group_width):
     # Odd, unequal sides: TensorFlow's SAME padding is asymmetric there.
     shape = (9, 8, 7)
     model = _case_model(*case, shape)
     x = np.random.default_rng(1).random((3, *shape, case[3]), dtype=np.float32)
-    rewritten, note = q.rewrite_conv3d(model)
+    rewritten, note = q.rewrite_conv3d(model, group_width=group_width)
+    kernel, channels, filters = case[0], case[3], case[4]
+    # Few-channel taps compute several output depths per Conv2D row (DepthUngroup after it).
+    grouped = group_width and kernel[0] * channels <= 8 and 2 * filters <= group_width
+    assert any(isinstance(layer, DepthUngroup) for layer in rewritten.layers) == bool(grouped)
     assert note and note.startswith("1 Conv3D layer(s) rewritten")
     layers = {type(layer).__name__ for layer in rewritten.layers}
     assert "Conv3D" not in layers and "Conv2D" in layers
@@ -116,6 +122,11 @@ def test_rewrite_is_exact_on_real_volumes(which, adrenal_volumes):
     rewritten, note = q.rewrite_conv3d(model)
     n_conv3d = sum(isinstance(layer, keras.layers.Conv3D) for layer in model.layers)
     assert note.startswith(f"{n_conv3d} Conv3D layer(s) rewritten")
+    # The first conv (1 input channel) computes several depths per row; cnn3d's wider ones not.
+    ungroup = [layer.name for layer in rewritten.layers if isinstance(layer, DepthUngroup)]
+    assert f"{model.layers[1].name}_ungroup" in ungroup
+    if which == "shipped_cnn3d":
+        assert ungroup == ["conv1_ungroup"]
     want = model.predict(x, verbose=0)
     np.testing.assert_allclose(rewritten.predict(x, verbose=0), want, atol=1e-5, rtol=0)
     # The logits too, not only saturating probabilities.
@@ -144,9 +155,18 @@ def test_qat_quantizes_the_rewritten_graph_fully(adrenal_volumes):
     model = _resnet3d()
     x_train, _ = adrenal_volumes
     y = (x_train.reshape(len(x_train), -1).mean(1) > np.median(x_train.mean())).astype(int)
-    qat = q.quantization_aware_model(q.rewrite_conv3d(model)[0], x_train[:16])
+    qat = q.quantization_aware_model(
+        q.rewrite_conv3d(model)[0], x_train[:16], train_data=(x_train, y[:, None]), batch_size=16
+    )
     inner = {type(getattr(layer, "layer", layer)).__name__ for layer in qat.layers}
     assert "Conv3D" not in inner and "Conv2D" in inner
+    # The grouped stem conv's structural zeros stay zero through the fine-tune (its constraint).
+    (wrapper,) = [la for la in qat.layers if la.name.endswith("stem_conv")]
+    constraint = wrapper.layer.kernel_constraint
+    assert isinstance(constraint, DepthGroupMask)
+    (kernel,) = [w.numpy() for w in wrapper.trainable_weights if "kernel" in w.name]
+    mask = constraint.mask(kernel.shape)
+    assert np.all(kernel[mask == 0] == 0) and np.any(kernel[mask == 1] != 0)
     runner = TFLiteModel(
         q.quantize(model, "qat", x_train, train_data=(x_train, y[:, None]), batch_size=16)
     )
