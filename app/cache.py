@@ -10,6 +10,7 @@ import ``core.registry``/``core.evaluation``/``core.explain`` inside the functio
 from __future__ import annotations
 
 import gc
+import importlib
 import json
 import logging
 import threading
@@ -113,6 +114,35 @@ def model_split(flag: str, split: str, size: int) -> tuple[np.ndarray, np.ndarra
 _freeze_lock = threading.Lock()
 _frozen = False
 
+# Libraries the pages import lazily (inside functions), imported by ``freeze_libraries`` so
+# their modules, classes and functions are frozen too. Left to the first page that needs them
+# they were imported after the freeze: ~90,000 objects (scipy, sklearn, matplotlib, plotly,
+# joblib, pyparsing, PIL's plugins) that every post-run GC walked again, ~0.05 CPU-s per run
+# and most of an opacity move (issue 16). ``tests/test_app_memory.py`` checks the list still
+# covers the Grad-CAM and 3D pages.
+LAZY_LIBRARIES = (
+    "PIL.Image",
+    "PIL.ImageDraw",
+    "PIL.ImageFont",
+    "PIL.PngImagePlugin",
+    "PIL.JpegImagePlugin",
+    "matplotlib",
+    "matplotlib.colors",
+    "plotly.graph_objects",
+    "plotly.io",
+    "plotly.tools",
+    "plotly.offline",
+    "scipy.ndimage",
+    "scipy.optimize",
+    "scipy.sparse.linalg",
+    "scipy.special",
+    "scipy.stats",
+    "sklearn.metrics",
+    "core.trust.calibration",  # sklearn.calibration, scipy.optimize at import
+    "core.trust.ood",  # sklearn.covariance
+    "streamlit_image_coordinates",  # the 3D viewer's clickable slices
+)
+
 
 def freeze_libraries() -> None:
     """Take what is alive once TensorFlow and Keras are imported out of the cyclic GC; once.
@@ -133,10 +163,26 @@ def freeze_libraries() -> None:
         from core import evaluation, explain  # noqa: F401 - imported to be frozen
         from core.models import io  # noqa: F401
 
+        for name in LAZY_LIBRARIES:
+            importlib.import_module(name)
+        _warm_figures()
         gc.collect()
         gc.freeze()
         _frozen = True
         log.info("froze %d objects out of the cyclic GC", gc.get_freeze_count())
+
+
+def _warm_figures() -> None:
+    """Build and serialise one probability chart: Plotly imports a module per trace and
+    layout type on first use, and ``st.plotly_chart`` more to serialise it."""
+    import plotly.io
+
+    from app import trust_figures
+
+    fig = trust_figures.calibrated_probability_chart(
+        np.array([0.4, 0.6]), ["a", "b"], [1], band=(np.zeros(2), np.ones(2))
+    )
+    plotly.io.to_json(fig)
 
 
 # 4 models (~1-60 MB each); no ttl: reloading a VGG16 costs seconds of a user's time
@@ -266,6 +312,32 @@ def start_worker() -> str:
 
     result = jobs.ensure_worker()
     return str(result) if result is not None else "started"
+
+
+# 64 figures of a few kB: the samples reviewers opened last, on any page with the trust panel
+@st.cache_resource(max_entries=64, show_spinner=False)
+def probability_chart(
+    probs: tuple[float, ...],
+    labels: tuple[str, ...],
+    true_index: tuple[int, ...],
+    band: tuple[tuple[float, ...], tuple[float, ...]] | None,
+    title: str,
+):
+    """``app.trust_figures.calibrated_probability_chart``, built once per distinct input.
+
+    Building the Plotly figure (its validators) is ~6 ms of a page load's CPU, repeated for
+    the same sample by every reviewer and every rerun (issue 16). Shared, not copied: the
+    figure is only read (``st.plotly_chart`` serialises it).
+    """
+    from app import trust_figures
+
+    return trust_figures.calibrated_probability_chart(
+        np.asarray(probs),
+        list(labels),
+        true_index,
+        band=None if band is None else (np.asarray(band[0]), np.asarray(band[1])),
+        title=title,
+    )
 
 
 def png(image: np.ndarray) -> bytes:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from app import trust_figures
+from app import cache
 from app.trust_assess import assess_one
 from core import info
 
@@ -166,12 +166,13 @@ def prediction_panel_ui(
             help=HELP["rule"],
         )
     kind = result.get("band_kind")
-    fig = trust_figures.calibrated_probability_chart(
-        proba,
-        labels,
-        true_index,
-        band=result.get("band"),
-        title="Calibrated probabilities" if result.get("fitted") else "Raw probabilities",
+    band = result.get("band")
+    fig = cache.probability_chart(
+        tuple(float(v) for v in proba),
+        tuple(str(name) for name in labels),
+        tuple(int(i) for i in true_index),
+        None if band is None else tuple(tuple(float(v) for v in edge) for edge in band),
+        "Calibrated probabilities" if result.get("fitted") else "Raw probabilities",
     )
     body.plotly_chart(fig, key=f"{key}_probs", width="stretch")
     if kind in ("ensemble", "single"):
@@ -204,7 +205,6 @@ def checked_prediction_ui(
         refer and the OOD guard are fitted for one-label tasks) and when the check failed
         (the error is shown with its next steps).
     """
-    from app import cache
     from app import widgets as w
 
     if info.is_multilabel(flag):
@@ -227,7 +227,6 @@ def checked_prediction_ui(
 def _rule_grade(run_path: str, x: np.ndarray, labels: Sequence[str]) -> tuple[int, str] | None:
     """The class of the run's val-chosen rule (ordinal cut points, binary operating point)
     when it is not argmax, else None (:func:`core.clinical.decision_by_rule`)."""
-    from app import cache
     from core import clinical
 
     evaluation = cache.run_file(run_path, "evaluation.json") or {}

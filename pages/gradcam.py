@@ -6,6 +6,8 @@ The url path stays ``gradcam`` (app/Home.py), so links to the former Grad-CAM ex
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import streamlit as st
 
@@ -15,6 +17,16 @@ from core import info, registry
 from core.results import alignment_rows
 
 OCCLUSION_CMAP = "gradcam_occlusion_cmap"
+
+
+def download_png(overlay: np.ndarray, cmap: str, lines: list[str], class_name: str) -> bytes:
+    """The downloadable PNG: ``overlay`` with its caption ``lines`` and colour bar.
+
+    Handed to ``st.download_button`` as a deferred callable, so Streamlit runs it in its own
+    thread when the button is clicked: the captioned picture and its PNG encoding cost CPU on
+    every load and opacity move otherwise (issue 16).
+    """
+    return figures.png_bytes(explain_ui.annotated_overlay(overlay, cmap, lines, class_name))
 
 
 @st.fragment
@@ -78,20 +90,18 @@ def cam_views(
         )
         for method, pics in pictures.items():
             title = explained["title:" + method]
-            picture = explain_ui.annotated_overlay(
-                pics["overlay_full"],
-                cmap,
-                [
-                    f"Model: {explained['model']}",
-                    f"Explains {explained['class']}",
-                    f"Method: {explained[method]}" + (" (not found faithful)" if dimmed else ""),
-                    explained["origin"] + where,
-                ],
-                explained["class_name"],
-            )
+            lines = [
+                f"Model: {explained['model']}",
+                f"Explains {explained['class']}",
+                f"Method: {explained[method]}" + (" (not found faithful)" if dimmed else ""),
+                explained["origin"] + where,
+            ]
             st.download_button(
                 f"Download the {title} overlay of {explained['class']} (PNG)",
-                data=cache.png(picture),
+                # drawn and encoded on click only, not on every page load and opacity move
+                data=functools.partial(
+                    download_png, pics["overlay_full"], cmap, lines, explained["class_name"]
+                ),
                 file_name=f"{file_stem}_{method}_{explained['file_class']}.png",
                 mime="image/png",
                 key=f"gradcam_download_{method}",

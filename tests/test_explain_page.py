@@ -172,7 +172,8 @@ def test_download_carries_model_class_method_and_colour_bar(env, monkeypatch):
     original = st.download_button
 
     def record(*args, **kwargs):
-        files[kwargs["file_name"]] = kwargs["data"]
+        data = kwargs["data"]  # a callable: the PNG is drawn when the button is clicked
+        files[kwargs["file_name"]] = data() if callable(data) else data
         return original(*args, **kwargs)
 
     monkeypatch.setattr(st, "download_button", record)
