@@ -36,7 +36,7 @@ format: $(BIN)/streamlit
 	$(BIN)/ruff check --fix .
 
 test: lint setup-browser  ## lint + the whole suite (slow and browser tests included)
-	$(BIN)/python -m pytest -q --timeout=900
+	$(BIN)/python -m pytest -q --timeout=900 --durations=40
 
 test-fast: $(BIN)/streamlit  ## skip training/browser tests while iterating
 	$(BIN)/python -m pytest -q -m "not slow and not browser"

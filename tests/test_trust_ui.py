@@ -110,6 +110,15 @@ def test_chart_draws_the_band_as_error_bars():
     assert fig.data[0].marker.color[1] == "#2e7d32"  # the true class stands out
 
 
+def _panel(kwargs: dict) -> AppTest:
+    """The trust panel as an AppTest script.
+
+    The default AppTest timeout (3 s) is shorter than a cold Plotly import on a
+    busy CI machine, which made these tests fail under the full suite only.
+    """
+    return AppTest.from_function(_panel_app, kwargs=kwargs, default_timeout=60)
+
+
 def _panel_app(ood: bool, refer: bool, rule_grade=None) -> None:
     import numpy as np
     from test_trust_ui import GRADES, StubPredictor
@@ -122,7 +131,7 @@ def _panel_app(ood: bool, refer: bool, rule_grade=None) -> None:
 
 
 def test_foreign_image_warning_comes_before_any_grade():
-    at = AppTest.from_function(_panel_app, kwargs={"ood": True, "refer": True}).run()
+    at = _panel({"ood": True, "refer": True}).run()
     assert not at.exception
     assert "does not look like a retinal fundus photograph" in at.error[0].value
     # the grade sits only inside the collapsed "show anyway" expander, after the warning
@@ -134,26 +143,22 @@ def test_foreign_image_warning_comes_before_any_grade():
 
 
 def test_in_distribution_case_shows_grade_and_badge():
-    at = AppTest.from_function(_panel_app, kwargs={"ood": False, "refer": True}).run()
+    at = _panel({"ood": False, "refer": True}).run()
     assert not at.exception and not at.error and not at.expander
     text = " ".join(m.value for m in at.markdown)
     assert "Refer to a specialist" in text and "uncertainty" in text
     assert "predicted: **Moderate** (" in text
-    calm = AppTest.from_function(_panel_app, kwargs={"ood": False, "refer": False}).run()
+    calm = _panel({"ood": False, "refer": False}).run()
     assert "reliable range" in " ".join(m.value for m in calm.markdown)
     # every on-screen term carries a help text
     assert all(m.help for m in calm.markdown)
 
 
 def test_val_chosen_rule_grade_shown_only_when_it_differs():
-    differs = AppTest.from_function(
-        _panel_app, kwargs={"ood": False, "refer": False, "rule_grade": (3, "cut points")}
-    ).run()
+    differs = _panel({"ood": False, "refer": False, "rule_grade": (3, "cut points")}).run()
     text = " ".join(m.value for m in differs.markdown)
     assert "validation-chosen rule (cut points): **Severe NPDR**" in text
-    same = AppTest.from_function(
-        _panel_app, kwargs={"ood": False, "refer": False, "rule_grade": (2, "cut points")}
-    ).run()
+    same = _panel({"ood": False, "refer": False, "rule_grade": (2, "cut points")}).run()
     assert "validation-chosen rule" not in " ".join(m.value for m in same.markdown)
 
 
