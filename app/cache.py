@@ -322,6 +322,7 @@ def probability_chart(
     true_index: tuple[int, ...],
     band: tuple[tuple[float, ...], tuple[float, ...]] | None,
     title: str,
+    calibrated: bool = True,
 ):
     """``app.trust_figures.calibrated_probability_chart``, built once per distinct input.
 
@@ -337,6 +338,7 @@ def probability_chart(
         true_index,
         band=None if band is None else (np.asarray(band[0]), np.asarray(band[1])),
         title=title,
+        calibrated=calibrated,
     )
 
 

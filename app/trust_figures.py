@@ -19,8 +19,9 @@ def calibrated_probability_chart(
     true_index: Sequence[int] = (),
     band: tuple[np.ndarray, np.ndarray] | None = None,
     title: str = "Calibrated probabilities",
+    calibrated: bool = True,
 ):
-    """Horizontal bars of calibrated class probabilities with an optional uncertainty band.
+    """Horizontal bars of class probabilities with an optional uncertainty band.
 
     Args:
         probs: ``(K,)`` calibrated probabilities.
@@ -28,9 +29,16 @@ def calibrated_probability_chart(
         true_index: the true class(es), drawn in a second colour (empty for an upload).
         band: ``(low, high)`` arrays ``(K,)``: drawn as an error bar around each bar.
         title: chart title.
+        calibrated: whether ``probs`` went through the run's fitted calibration; the axis
+            must not call a raw softmax "calibrated" (a clinician reads it as a promise).
 
     Returns:
         A Plotly figure.
+
+    Example:
+        >>> fig = calibrated_probability_chart(np.array([0.7, 0.3]), ["benign", "malignant"])
+        >>> fig.layout.xaxis.title.text
+        'calibrated probability'
     """
     import plotly.graph_objects as go
 
@@ -65,7 +73,11 @@ def calibrated_probability_chart(
     fig.update_layout(
         height=110 + 30 * len(p),
         margin=dict(l=10, r=10, t=36, b=45),
-        xaxis=dict(range=[0, 1], title="calibrated probability", tickformat=".0%"),
+        xaxis=dict(
+            range=[0, 1],
+            title="calibrated probability" if calibrated else "probability (not calibrated)",
+            tickformat=".0%",
+        ),
         yaxis=dict(autorange="reversed"),
         title=dict(
             text=title

@@ -173,6 +173,7 @@ def prediction_panel_ui(
         tuple(int(i) for i in true_index),
         None if band is None else tuple(tuple(float(v) for v in edge) for edge in band),
         "Calibrated probabilities" if result.get("fitted") else "Raw probabilities",
+        bool(result.get("fitted")),
     )
     body.plotly_chart(fig, key=f"{key}_probs", width="stretch")
     if kind in ("ensemble", "single"):

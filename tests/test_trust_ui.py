@@ -119,13 +119,13 @@ def _panel(kwargs: dict) -> AppTest:
     return AppTest.from_function(_panel_app, kwargs=kwargs, default_timeout=60)
 
 
-def _panel_app(ood: bool, refer: bool, rule_grade=None) -> None:
+def _panel_app(ood: bool, refer: bool, rule_grade=None, fitted: bool = True) -> None:
     import numpy as np
     from test_trust_ui import GRADES, StubPredictor
 
     from app import trust_ui
 
-    pred = StubPredictor([[0.5, 0.2, 3.0, 0.1, 0.0]], ood=ood, refer=refer)
+    pred = StubPredictor([[0.5, 0.2, 3.0, 0.1, 0.0]], ood=ood, refer=refer, fitted=fitted)
     res = trust_ui.assess_one(pred, np.zeros((28, 28, 3), dtype=np.float32))
     trust_ui.prediction_panel_ui(res, GRADES, "retinamnist", key="t", rule_grade=rule_grade)
 
@@ -152,6 +152,32 @@ def test_in_distribution_case_shows_grade_and_badge():
     assert "reliable range" in " ".join(m.value for m in calm.markdown)
     # every on-screen term carries a help text
     assert all(m.help for m in calm.markdown)
+
+
+def _chart_layout(at: AppTest) -> dict:
+    import json
+
+    (chart,) = at.get("plotly_chart")
+    return json.loads(chart.proto.spec)["layout"]
+
+
+@pytest.mark.parametrize(
+    "fitted, axis, title",
+    [
+        (True, "calibrated probability", "Calibrated probabilities"),
+        (False, "probability (not calibrated)", "Raw probabilities"),
+    ],
+)
+def test_chart_calls_probabilities_calibrated_only_when_they_are(fitted, axis, title):
+    """A run without a fitted calibrator shows its raw softmax: neither the axis nor the
+    title may call it calibrated (it was, on the axis, before this test)."""
+    at = _panel({"ood": False, "refer": False, "fitted": fitted}).run()
+    assert not at.exception
+    layout = _chart_layout(at)
+    assert layout["xaxis"]["title"]["text"] == axis
+    assert layout["title"]["text"].startswith(title)
+    text = " ".join(m.value for m in at.markdown)
+    assert (", calibrated)" in text) is fitted and (", not calibrated)" in text) is not fitted
 
 
 def test_val_chosen_rule_grade_shown_only_when_it_differs():
