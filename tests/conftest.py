@@ -103,6 +103,30 @@ def patch_md5(monkeypatch: pytest.MonkeyPatch, flag: str, size: int, path: Path)
     return digest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_job_queue(tmp_path_factory: pytest.TempPathFactory):
+    """Keep the suite's training workers off the checkout's own ``var/jobs.sqlite``.
+
+    Every AppTest of Home starts the app's default detached worker (autostart stays on: that
+    default is what a new user gets, so it is exercised, not switched off). Without this, those
+    workers served the developer's real queue and outlived the test run. Tests that set
+    ``JOBS_DB`` themselves still win (``monkeypatch.setenv``); ``test_config`` checks the
+    default path with ``delenv``. At the end, the worker the suite started is stopped.
+    """
+    if "JOBS_DB" in os.environ:  # a developer's explicit choice
+        yield
+        return
+    db = tmp_path_factory.mktemp("jobs") / "jobs.sqlite"
+    os.environ["JOBS_DB"] = str(db)
+    try:
+        yield
+    finally:
+        from app_helpers import stop_worker
+
+        stop_worker(str(db))
+        os.environ.pop("JOBS_DB", None)
+
+
 @pytest.fixture
 def synthetic_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A MEDMNIST_ROOT of synthetic files (28 px), with a tmp registry and jobs DB."""
