@@ -91,14 +91,19 @@ def _recommended_section(flags: list[str]) -> None:
         if not best:
             continue
         m = best.get("metrics") or {}
+        # The app predicts with the calibrated probabilities (``core.trust``), whose argmax can
+        # differ from the raw one (class offsets): report the ACC of what the panels show.
+        shown = (cache.run_file(best["path"], "calibration.json") or {}).get("metrics") or {}
+        test = shown.get("test") or m.get("test") or {}
         rows.append(
             {
                 "dataset": describe.dataset_title(flag),
                 "recommended": best["name"],
                 "kind": "ensemble" if best.get("kind") == "ensemble" else "single model",
                 "val AUC": (m.get("val") or {}).get("auc"),
-                "test AUC": (m.get("test") or {}).get("auc"),
-                "test ACC": (m.get("test") or {}).get("acc"),
+                "test AUC": test.get("auc"),
+                "test ACC": test.get("acc"),
+                "probabilities": "calibrated" if shown.get("test") else "raw",
             }
         )
     if rows:
@@ -106,7 +111,10 @@ def _recommended_section(flags: list[str]) -> None:
             "**Recommended model per dataset**",
             help="Chosen on the validation images only (best validation AUC among the "
             "reference models and the ensembles); the test columns are reported, never used "
-            "to choose. Prediction panels use an ensemble when it is the recommended model.",
+            "to choose. Prediction panels use an ensemble when it is the recommended model. "
+            "Test AUC and ACC are those of the predictions the panels show: with calibrated "
+            "probabilities when the model has them (its most likely class can then differ "
+            "from the uncalibrated one, so this ACC can differ from the model's card below).",
         )
         st.dataframe(rows, hide_index=True, key="home_recommended")
 
