@@ -106,6 +106,39 @@ def test_ensemble_folder_round_trip(trust_root):
     assert p.disagreement(x).shape == (len(x),) and (p.disagreement(x) >= 0).all()
 
 
+def test_ensemble_with_fixed_members_skips_selection_and_checks_the_names(trust_root):
+    """``--members``: a deep ensemble of every seed is kept whole, whatever val log-loss
+    would have chosen; a name that is not a run of the dataset is refused with the list."""
+    from core.trust import __main__ as trust_cli
+    from core.trust import ensemble, fit
+
+    _save_tiny("tiny_a", 0)
+    _save_tiny("tiny_b", 1)
+    _save_tiny("tiny_c", 2)
+    greedy = ensemble.read_spec(fit.build_ensemble(FLAG, "greedy", max_members=1))
+    assert len(greedy["members"]) == 1  # the greedy rule alone stops at one member
+    built = fit.build_ensemble(FLAG, "seeds", members=["tiny_c", "tiny_a", "tiny_b"])
+    spec = ensemble.read_spec(built)
+    assert spec["members"] == ["tiny_c", "tiny_a", "tiny_b"]
+    assert spec["selection"]["criterion"].startswith("members fixed beforehand")
+    assert spec["selection"]["trace"] == []
+    with pytest.raises(ValueError, match=r"(?s)tiny_z: not a run of .*Name members among: tiny_a"):
+        fit.build_ensemble(FLAG, "bad", members=["tiny_a", "tiny_z"])
+    assert not (registry.root_dir() / "bad").exists()  # nothing half-written
+    # the command line reaches the same code and fits the folder
+    assert (
+        trust_cli.main(
+            ["ensemble", "--dataset", FLAG, "--name", "cli", "--members", "tiny_a", "tiny_b"]
+        )
+        == 0
+    )
+    assert ensemble.read_spec(registry.root_dir() / "cli")["members"] == ["tiny_a", "tiny_b"]
+    assert registry.read_json(registry.root_dir() / "cli", "calibration.json")["members"] == [
+        "tiny_a",
+        "tiny_b",
+    ]
+
+
 def test_missing_member_names_the_run_and_the_fix(trust_root):
     from core.trust import ensemble
 

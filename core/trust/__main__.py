@@ -1,6 +1,6 @@
 """``python -m core.trust RUN_DIR [RUN_DIR ...]`` fits and writes each run's calibration.json;
 ``python -m core.trust ensemble --dataset FLAG --name NAME`` builds an ensemble folder from the
-registry's runs (members chosen on val) and fits it.
+registry's runs (members chosen on val, or fixed with ``--members A B C``) and fits it.
 """
 
 from __future__ import annotations
@@ -38,8 +38,20 @@ def main(argv: list[str] | None = None) -> int:
         ap.add_argument("--name", required=True)
         ap.add_argument("--root", default=None)
         ap.add_argument("--max-members", type=int, default=8)
+        ap.add_argument(
+            "--members",
+            nargs="+",
+            default=None,
+            help="fixed members, e.g. every seed of one arm (default: chosen greedily on val)",
+        )
         args = ap.parse_args(argv[1:])
-        path = fit.build_ensemble(args.dataset, args.name, args.root, max_members=args.max_members)
+        path = fit.build_ensemble(
+            args.dataset,
+            args.name,
+            args.root,
+            max_members=args.max_members,
+            members=args.members,
+        )
         print(_summary(fit.fit(path, args.root)))
         print(path)
         return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -172,43 +173,74 @@ def build_ensemble(
     root: str | os.PathLike | None = None,
     data_root: str | os.PathLike | None = None,
     max_members: int = 8,
+    members: Sequence[str] | None = None,
 ) -> Path:
-    """Choose members greedily on val log-loss, decide TTA on val, write ``ensemble.json``.
+    """Choose members greedily on val log-loss (or take ``members``), decide TTA on val, write
+    ``ensemble.json``.
+
+    Args:
+        dataset: MedMNIST flag; every member must be a run of it.
+        name: the ensemble folder's name in the registry.
+        root: registry folder (default ``TRAINED_MODELS_DIR``).
+        data_root: MedMNIST folder (default ``MEDMNIST_ROOT``).
+        max_members: greedy selection stops at this size.
+        members: a membership fixed before looking at any split, e.g. every seed of one arm
+            (a deep ensemble): no selection is made, and ``ensemble.json`` says so.
 
     Returns:
         The ensemble folder (call :func:`fit` on it next).
 
     Raises:
-        ValueError: no runs of ``dataset`` in the registry.
+        ValueError: no runs of ``dataset`` in the registry, or a named member is not one of
+            them (the message lists the runs there are).
+
+    Example:
+        >>> build_ensemble("adrenalmnist3d", "ensemble_cnn3d_seeds",
+        ...                members=["cnn3d", "cnn3d_s1", "cnn3d_s2"])  # doctest: +SKIP
     """
     base = registry.root_dir(root)
     names = ensemble.candidates(dataset, base)
     if not names:
         raise ValueError(f"no runs of {dataset} in {base} to build an ensemble from")
-    members = {n: registry.load_predictor(base / n).members[0] for n in names}
-    cfg = members[names[0]].config
+    if members is not None:
+        unknown = sorted(set(members) - set(names))
+        if unknown or not members:
+            raise ValueError(
+                f"{', '.join(unknown) or 'no member'}: not a run of {dataset} in {base}.\n"
+                f"1. Name members among: {', '.join(names)}.\n"
+                "2. Or leave --members out to choose them greedily on val."
+            )
+        names = list(dict.fromkeys(members))
+    loaded = {n: registry.load_predictor(base / n).members[0] for n in names}
+    cfg = loaded[names[0]].config
     x, yv = data.load_split(dataset, "val", int(cfg.get("size", 28)), root=data_root)
     from core.trust.predictor import tta_views
 
     logits, logits_tta = {}, {}
-    for n, m in members.items():
+    for n, m in loaded.items():
         xm = foreign.conform(x, m.input_shape)
         views = tta_views(xm, m.augment)
         logits[n] = m.forward(xm)[1]
         logits_tta[n] = [m.forward(v)[1] for v in views]
-    chosen = ensemble.greedy_select(logits, yv, max_members)
-    # greedy forward selection can stop before a larger set that is better still on val:
-    # compare with every candidate at once (the issue's "mean of all shipped models")
     everyone = ensemble.log_loss(list(logits.values()), yv)
-    if len(names) <= max_members and everyone < chosen["trace"][-1]["val_log_loss"]:
-        chosen = {**chosen, "members": sorted(names), "all_candidates_won": True}
+    if members is not None:
+        chosen = {"members": names, "trace": []}
+        criterion = "members fixed beforehand (no selection); TTA kept when it lowers the val "
+        criterion += "log-loss of the temperature-scaled mean softmax"
+    else:
+        chosen = ensemble.greedy_select(logits, yv, max_members)
+        # greedy forward selection can stop before a larger set that is better still on val:
+        # compare with every candidate at once (the issue's "mean of all shipped models")
+        if len(names) <= max_members and everyone < chosen["trace"][-1]["val_log_loss"]:
+            chosen = {**chosen, "members": sorted(names), "all_candidates_won": True}
+        criterion = "val log-loss of the temperature-scaled mean softmax (greedy forward, "
+        criterion += "no replacement); TTA kept when it lowers that log-loss"
     chosen["all_candidates_val_log_loss"] = everyone
     plain = ensemble.log_loss([logits[n] for n in chosen["members"]], yv)
     with_tta = ensemble.log_loss([z for n in chosen["members"] for z in logits_tta[n]], yv)
     selection = {
         **chosen,
-        "criterion": "val log-loss of the temperature-scaled mean softmax (greedy forward, "
-        "no replacement); TTA kept when it lowers that log-loss",
+        "criterion": criterion,
         "candidates": names,
         "val_log_loss": {"no_tta": plain, "tta": with_tta},
     }
