@@ -71,12 +71,10 @@ def test_shipped_cnn3d_page_shows_the_val_chosen_call_beside_argmax(monkeypatch)
 
 
 def test_home_recommends_on_val_and_reports_the_shown_predictions_accuracy(monkeypatch):
-    """Home's recommended table reports the test ACC of the predictions the panels show.
-
-    The shipped 3D model's calibration moves its most likely class (class offsets): its raw
-    argmax scores 0.775 on test, the calibrated one (what every panel shows) 0.839. The table
-    said 0.775 before; it must give the calibrated figure and say which it is, and recompute
-    from the run's files rather than echo a constant.
+    """Home's recommended table: per dataset the candidate with the best *validation* AUC, and
+    the test ACC of the predictions the panels show (calibrated, with class offsets when val
+    chose them), named as such. The recommendation is recomputed here from the files, not
+    taken from the code under test: reference runs and ensembles, best val AUC.
     """
     import json
     from pathlib import Path
@@ -84,17 +82,32 @@ def test_home_recommends_on_val_and_reports_the_shown_predictions_accuracy(monke
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
+    from core import catalog
+
     monkeypatch.setenv("TRAINED_MODELS_DIR", str(SHIPPED))
     st.cache_data.clear()
     at = AppTest.from_file(str(Path(REPO) / "app" / "Home.py"), default_timeout=240).run()
     assert not at.exception, [e.value for e in at.exception]
     table = next(d.value for d in at.dataframe if "recommended" in d.value.columns)
     rows = {r["recommended"]: r for r in table.to_dict("records")}
-    assert set(rows) == {"cnn3d", "ensemble_retina"}  # best val AUC per dataset
+
+    def val_auc(path: Path) -> float:
+        return json.loads((path / "metrics.json").read_text())["val"]["auc"]
+
+    ensembles = [p for p in SHIPPED.iterdir() if (p / "ensemble.json").is_file()]
+    references = [Path(r["path"]) for r in registry.list_runs(SHIPPED) if catalog.is_reference(r)]
+    expected = {}
+    for path in ensembles + references:
+        spec = path / ("ensemble.json" if path in ensembles else "config.json")
+        dataset = json.loads(spec.read_text())["dataset"]
+        best = expected.get(dataset)
+        if best is None or val_auc(path) > val_auc(best):
+            expected[dataset] = path
+    assert set(rows) == {p.name for p in expected.values()}
+    # the 3-seed 3D ensemble wins on val (0.8882 vs 0.8876 for seed 1 alone), by a hair
+    assert set(rows) == {"ensemble_adrenal_seeds", "ensemble_retina"}
     for name, row in rows.items():
         calibrated = json.loads((SHIPPED / name / "calibration.json").read_text())["metrics"]
         assert row["probabilities"] == "calibrated"
         assert row["test ACC"] == pytest.approx(calibrated["test"]["acc"])
         assert row["test AUC"] == pytest.approx(calibrated["test"]["auc"])
-    raw = json.loads((SHIPPED / "cnn3d" / "metrics.json").read_text())
-    assert rows["cnn3d"]["test ACC"] > raw["test"]["acc"] + 0.03  # the offsets' gain shows
