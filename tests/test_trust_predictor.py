@@ -178,3 +178,7 @@ def test_report_trust_section_reads_every_calibration_json(trust_root):
     det = res["ood"]["detector"]
     flagged = res["ood"]["test"][det]["in_distribution_flagged"]
     assert f"| `tiny_a` | {det} | {flagged:.3f} |" in text
+    # an ensemble whose members were fixed beforehand says so; a greedy one does not
+    assert "| `ens` | ensemble | tiny_a | yes |" in text
+    fit.fit(fit.build_ensemble(FLAG, "seeds", members=["tiny_a"]))
+    assert "| `seeds` | ensemble | tiny_a (*fixed*) |" in "\n".join(section_trust())

@@ -30,6 +30,10 @@ def trust_results(root: str | os.PathLike | None = None) -> list[dict[str, Any]]
         except registry.RunFileError:
             data = None
         if data:
+            if data.get("kind") == "ensemble":
+                spec = registry.read_json(Path(path), "ensemble.json") or {}
+                criterion = str((spec.get("selection") or {}).get("criterion", ""))
+                data = {**data, "members_fixed": criterion.startswith("members fixed")}
             out.append(data)
     return out
 
@@ -109,11 +113,13 @@ def section_trust(root: str | os.PathLike | None = None) -> list[str]:
     lines = [
         "Generated from each run's `calibration.json` (`python -m core.trust RUN`). Everything is "
         "**chosen on the validation split** (temperature, refer threshold, OOD detector and its "
-        "threshold, ensemble members and test-time flips) and measured once on the **test** "
-        "split. ECE: 15 equal-width bins of the top-class confidence (scikit-learn's "
-        "`calibration_curve` bins). *Bound*: the ECE a perfectly calibrated model with the same "
-        "test confidences stays under 95 % of the time on a test set of this size (2 000 "
-        "simulated label draws) — below it, the remaining ECE is indistinguishable from noise.",
+        "threshold, ensemble members and test-time flips; an ensemble marked *fixed* has "
+        "members named beforehand, every seed of one arm, and val chose nothing there) and "
+        "measured once on the **test** split. ECE: 15 equal-width bins of the top-class "
+        "confidence (scikit-learn's `calibration_curve` bins). *Bound*: the ECE a perfectly "
+        "calibrated model with the same test confidences stays under 95 % of the time on a "
+        "test set of this size (2 000 simulated label draws) — below it, the remaining ECE is "
+        "indistinguishable from noise.",
         "",
         "### Calibration (test split)",
         "",
@@ -158,7 +164,9 @@ def section_trust(root: str | os.PathLike | None = None) -> list[str]:
             [
                 f"`{r['run']}`",
                 r["kind"],
-                ", ".join(r["members"]) if r["kind"] == "ensemble" else "",
+                (", ".join(r["members"]) + (" (*fixed*)" if r.get("members_fixed") else ""))
+                if r["kind"] == "ensemble"
+                else "",
                 "yes" if r.get("tta") else "no",
                 _f(r["metrics"]["val"]["auc"]),
                 _f(m["auc"]),
