@@ -73,6 +73,14 @@ def best_on_val(flag: str) -> dict[str, Any] | None:
     return catalog.best_on_val(runs(), catalog.ensembles(), flag)
 
 
+@st.cache_data(ttl=5, max_entries=1, show_spinner=False)  # JSON only, like runs()
+def ensemble_membership() -> dict[str, list[str]]:
+    """Run name -> fitted ensembles that use it (``core.catalog.member_of``)."""
+    from core import catalog
+
+    return catalog.member_of(catalog.ensembles())
+
+
 @st.cache_data(ttl=30, show_spinner=False, max_entries=64)  # small JSON files
 def run_file(run_path: str, name: str) -> Any:
     """``history.json``, ``evaluation.json``, ``quantized/results.json`` ... of a run, or None."""

@@ -89,7 +89,8 @@ def default_run(
 
 
 def ensembles(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
-    """The registry's fitted ensembles as ``{"name", "path", "dataset", "metrics", "kind"}``.
+    """The registry's fitted ensembles as ``{"name", "path", "dataset", "metrics", "kind",
+    "members"}``.
 
     Ensemble folders (``core.trust``) hold ``ensemble.json`` and no ``config.json``, so
     ``registry.runs`` skips them; one without ``metrics.json`` (not fitted yet) is left out.
@@ -109,8 +110,26 @@ def ensembles(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
                     "dataset": spec["dataset"],
                     "metrics": metrics,
                     "kind": "ensemble",
+                    "members": [str(m) for m in spec.get("members") or []],
                 }
             )
+    return out
+
+
+def member_of(fitted_ensembles: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
+    """Run name -> the fitted ensembles that use it (runs in no ensemble are left out).
+
+    A non-reference run that ships only as an ensemble member (e.g. seed 1 of a reference
+    arm) is then labelled as such instead of as an unreviewed experiment.
+
+    Example:
+        >>> member_of([{"name": "ens", "members": ["a", "b"]}])
+        {'a': ['ens'], 'b': ['ens']}
+    """
+    out: dict[str, list[str]] = {}
+    for ens in fitted_ensembles:
+        for member in ens.get("members") or []:
+            out.setdefault(member, []).append(ens["name"])
     return out
 
 

@@ -301,3 +301,37 @@ def test_seed_summary_falls_back_to_the_run_itself():
     seeds = [{"test": {"auc": a}} for a in (0.7, 0.8, 0.9)]
     got = catalog.seed_summary({"seeds": seeds, "test": {"auc": 0.8}}, "auc")
     assert got["n"] == 3 and got["mean"] == pytest.approx(0.8) and got["std"] == pytest.approx(0.1)
+
+
+def _ensemble(root: Path, name: str, members: list[str]) -> None:
+    """A fitted ensemble folder as ``core.trust`` writes it (spec + metrics; no weights)."""
+    path = root / name
+    path.mkdir()
+    spec = {"kind": "ensemble", "dataset": "retinamnist", "members": members, "tta": False}
+    (path / "ensemble.json").write_text(json.dumps(spec))
+    metrics = {"val": {"auc": 0.80, "acc": 0.5}, "test": {"auc": 0.75, "acc": 0.5}}
+    (path / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_a_run_shipped_as_an_ensemble_member_is_labelled_so_not_as_an_experiment(reg):
+    """Seeds 1 and 2 of a reference arm ship only inside an ensemble: Home's card and the
+    picker say "ensemble member" and name the ensemble; a user's job stays "experimental"."""
+    write_run(reg, "cnn2d_ref_s1", val_auc=0.82, test_auc=0.73, created="2026-11-29T00:00:00+00:00")
+    _ensemble(reg, "ens_seeds", ["cnn2d_ref", "cnn2d_ref_s1"])
+    at = _home()
+    headers = {m.value for m in at.markdown if "RetinaMNIST" in m.value}
+    member = [h for h in headers if "ensemble member: ens_seeds" in h]
+    assert len(member) == 1 and "experimental" not in member[0]
+    assert sum("experimental: not promoted" in h for h in headers) == 1  # the user's job
+    assert sum(":green-badge[reference]" in h for h in headers) == 1  # cnn2d_ref stays one
+
+    import streamlit as st
+
+    st.cache_data.clear()
+    picker = AppTest.from_function(_picker_script, default_timeout=60).run()
+    picker.selectbox(key="pick").set_value("cnn2d_ref_s1").run()
+    captions = [c.value for c in picker.caption]
+    assert any("ensemble member" in c and "ens_seeds" in c for c in captions), captions
+    assert not any("Not promoted by a researcher" in c for c in captions)
+    picker.selectbox(key="pick").set_value("retinamnist-cnn2d-s0-2epochs").run()
+    assert any("Not promoted by a researcher" in c.value for c in picker.caption)

@@ -62,11 +62,13 @@ def _model_card(run: dict, description: str) -> None:
     cfg, metrics = run["config"], run["metrics"]
     flag = describe.run_dataset(run)
     reference = catalog.status(run) == catalog.REFERENCE
-    badge = (
-        ":green-badge[reference]"
-        if reference
-        else ":orange-badge[experimental: not promoted by a researcher]"
-    )
+    member_of = cache.ensemble_membership().get(run["name"])
+    if reference:
+        badge = ":green-badge[reference]"
+    elif member_of:
+        badge = f":blue-badge[ensemble member: {', '.join(member_of)}]"
+    else:
+        badge = ":orange-badge[experimental: not promoted by a researcher]"
     with st.container(border=True):
         st.markdown(f"**{describe.dataset_title(flag)}** · `{cfg.get('model', '?')}` {badge}")
         st.caption(
