@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from app_helpers import (
     CHROMIUM,
+    eventually,
     make_run,
     streamlit_server,
     wait_attribute_changes,
@@ -79,11 +80,15 @@ def server_time_caption(page) -> str:
     return next(t for t in page.inner_text("body").splitlines() if "ms server time" in t)
 
 
+def _is(got: str, wanted: str) -> None:
+    assert got == wanted, (got, wanted)
+
+
 def test_switching_methods(server, page):
     open_page(page, server, "gradcam", f"?run={server['run']}&index=4")
     body = wait_body_text(page, "No explanation method was faithful for this model")
     assert "Explanations" in page.locator("h1").first.inner_text()
-    assert method_shown(page) == "LayerCAM · this model's default"
+    eventually(page, lambda: _is(method_shown(page), "LayerCAM · this model's default"))
     assert "No explanation method was faithful for this model" in body and VERDICT in body
     assert re.match(
         r"LayerCAM: \d+ ms server time · reads block2_relu2 \(14×14\)", server_time_caption(page)
