@@ -151,11 +151,11 @@ def run_picker_ui(
         key=key,
         format_func=lambda n: "No model" if n is None else run_label(by_name[n]),
     )
-    member_of = cache.ensemble_membership().get(name or "") if name is not None else None
+    member_of = cache.ensemble_membership().get(name) if name is not None else None
     if name is not None and _is_experimental(by_name[name]) and member_of:
         container.caption(
             f":blue-badge[ensemble member] Used inside {', '.join(member_of)}; on its own it "
-            "is not a reference model (the ensemble is what Home recommends)."
+            "is not a reference model."
         )
     elif name is not None and _is_experimental(by_name[name]):
         container.caption(
