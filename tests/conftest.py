@@ -170,6 +170,18 @@ def real_data_root() -> Path:
 
 
 @pytest.fixture
+def real_data_env(real_data_root, monkeypatch) -> Path:
+    """``real_data_root``, also set as ``MEDMNIST_ROOT`` for the code under test.
+
+    Why: ``real_root`` falls back to ``../shared/data`` when the variable is unset (a new
+    developer's shell), but the product then reads its own default (``~/.medmnist``), so a test
+    that checked the sibling folder and calls the product without a root must point it there.
+    """
+    monkeypatch.setenv("MEDMNIST_ROOT", str(real_data_root))
+    return real_data_root
+
+
+@pytest.fixture
 def vgg16_weights_file() -> Path:
     """The local no-top ImageNet VGG16 weights named by ``VGG16_WEIGHTS``."""
     value = os.environ.get("VGG16_WEIGHTS", "")

@@ -288,7 +288,9 @@ def test_sanity_gate_ignores_the_sign_of_the_rank_correlation():
     assert select.choose([tracer, honest])["default_method"] == "honest"
 
 
-def test_refresh_rechooses_a_stored_explain_json_without_recomputing(tmp_path, monkeypatch):
+def test_refresh_rechooses_a_stored_explain_json_without_recomputing(
+    tmp_path, monkeypatch, real_data_env
+):
     from app_helpers import make_run
 
     from core.explain.__main__ import main

@@ -19,7 +19,9 @@ SHIPPED = REPO / "trained_models"
         ("cnn3d", "adrenalmnist3d", "vesselmnist3d"),
     ],
 )
-def test_shipped_guard_flags_foreign_images_and_reproduces_its_figures(run, flag, foreign):
+def test_shipped_guard_flags_foreign_images_and_reproduces_its_figures(
+    run, flag, foreign, real_data_env
+):
     for f in (flag, foreign):
         require_real_file(f)
     if not (SHIPPED / run / "calibration.json").is_file():
@@ -44,7 +46,7 @@ def test_shipped_guard_flags_foreign_images_and_reproduces_its_figures(run, flag
     np.testing.assert_allclose(out["uncertainty"], 1 - out["proba"].max(axis=1), atol=1e-9)
 
 
-def test_shipped_cnn3d_page_shows_the_val_chosen_call_beside_argmax(monkeypatch):
+def test_shipped_cnn3d_page_shows_the_val_chosen_call_beside_argmax(monkeypatch, real_data_env):
     """Test volume 34 is hyperplasia; the shipped 3D model's calibrated argmax calls it normal
     (calibrated p = 0.37; raw 0.11), its validation-chosen threshold on the raw probability
     (0.09) calls it hyperplasia: the page shows both."""
