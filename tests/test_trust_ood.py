@@ -89,3 +89,82 @@ def test_conform_converts_grey_to_rgb_and_resizes_2d_and_3d():
     )
     with pytest.raises(ValueError, match="3D volumes"):
         foreign.conform(np.zeros((1, 28, 28, 1)), (28, 28, 28, 1))
+
+
+def test_confident_threshold_keeps_the_rate_for_nine_in_ten_validation_draws():
+    """Normal scores: a threshold's true false-alarm rate is norm.sf(threshold). With
+    confidence 0.9 at most ~10 % of validation draws ship a guard above 5 %; the average-rate
+    conformal quantile ships one above 5 % about 40 % of the time (n = 120)."""
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(3)
+    draws = [rng.normal(size=120) for _ in range(3000)]
+    pac = np.array([norm.sf(ood.threshold_for(v, 0.05, confidence=0.9)) for v in draws])
+    avg = np.array([norm.sf(ood.threshold_for(v, 0.05)) for v in draws])
+    assert (pac > 0.05).mean() <= 0.11  # 0.1 plus Monte Carlo error (sd 0.005)
+    assert (avg > 0.05).mean() > 0.3
+    assert 0.01 < pac.mean() < avg.mean() <= 0.0505
+    # known order statistics: n = 100 takes the 99th smallest (Beta(2, 99) > 0.05 w.p. 0.037;
+    # the 98th would be Beta(3, 98): 0.118 > 0.1)
+    assert ood.threshold_for(np.arange(100.0), 0.05, confidence=0.9) == 98.0
+    # too few scores to promise it: the largest score, nothing seen so far flagged
+    assert ood.threshold_for(np.arange(10.0), 0.05, confidence=0.9) == 9.0
+    with pytest.raises(ValueError, match="confidence"):
+        ood.threshold_for(np.arange(10.0), 0.05, confidence=1.0)
+
+
+def _ball_and_tube(size: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    c = np.indices((size,) * 3) - size // 2
+    ball = ((c**2).sum(0) <= 36).astype(np.float32)  # radius 6
+    tube = np.zeros((size,) * 3, np.float32)
+    tube[2:-2, size // 2, size // 2] = 1.0  # a one-voxel line along the first axis
+    tube[2:-2, 3, 3] = 1.0  # and a second, separate one
+    return ball, tube
+
+
+def test_shape_statistics_tell_a_compact_gland_from_thin_vessels():
+    ball, tube = _ball_and_tube()
+    s = ood.shape_statistics(np.stack([ball, tube, np.zeros_like(ball)]))
+    assert s.shape == (3, 5)  # erosion, components, largest share, two elongation ratios (3D)
+    assert s[0, 0] > 0.5 and s[1, 0] == 0.0  # a line does not survive an erosion
+    assert s[0, 1] == pytest.approx(np.log(2)) and s[1, 1] == pytest.approx(np.log(3))
+    assert s[0, 2] == 1.0 and s[1, 2] == pytest.approx(0.5)
+    assert np.abs(s[0, 3:]).max() < 0.05 and s[1, 3:].max() > 2  # a sphere is round, lines flat
+    np.testing.assert_array_equal(s[2], 0.0)  # empty: zeros, no error
+    assert ood.shape_statistics(ball[None, :, :, 10]).shape == (1, 4)  # 2D: one ratio
+    full = ood.input_statistics(np.stack([ball, tube])[..., None])
+    np.testing.assert_allclose(full[:, -5:], s[:2])  # appended last
+
+
+def test_an_ood_file_fitted_before_the_shape_statistics_still_scores():
+    """A run fitted before the shape columns existed stores a narrower input Gaussian: its
+    score is that Gaussian on the leading columns, as when it was fitted."""
+    from core.trust.predictor import component_score
+
+    rng = np.random.default_rng(4)
+    x = rng.random((30, 16, 16, 16, 1)).astype(np.float32)
+    stats_now = ood.input_statistics(x)
+    old = stats_now[:, :-5]
+    fitted = ood.fit_mahalanobis(old, np.zeros(len(old)))
+    stats = {f"input_{k}": v for k, v in fitted.items()}
+    (got,) = component_score("input", {"input_stats": stats_now}, stats)
+    np.testing.assert_allclose(got, ood.mahalanobis_score(old, fitted))
+
+
+def test_sharpness_statistics_see_blur_whatever_the_brightness():
+    """A blurred image has less fine detail for its contrast; dimming an image (a dark but
+    sharp fundus photograph) leaves its sharpness unchanged. 2D inputs carry these columns,
+    3D ones do not."""
+    rng = np.random.default_rng(5)
+    sharp = rng.random((3, 28, 28)).astype(np.float32)
+    from scipy import ndimage
+
+    blurred = np.stack([ndimage.gaussian_filter(im, 3.0) for im in sharp])
+    s, b, dim = (ood.sharpness_statistics(v) for v in (sharp, blurred, 0.3 * sharp))
+    assert s.shape == (3, 4)
+    assert (b[:, 1:] < s[:, 1:] - 1.0).all()  # log ratios: several times less detail
+    np.testing.assert_allclose(dim, s, atol=0.05)
+    n2d = ood.input_statistics(sharp[..., None]).shape[1]
+    n3d = ood.input_statistics(np.zeros((1, 8, 8, 8, 1))).shape[1]
+    # 2D: 1+1+1+2+1 + 4 moments + 8 bins + 4 sharpness + 4 shape; 3D: 6 moments, 5 shape
+    assert (n2d, n3d) == (26, 25)

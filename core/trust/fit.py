@@ -63,6 +63,7 @@ def _ood_section(
         "threshold": choice["table"][det]["threshold"],
         "norms": norms,
         "false_alarm_target": ood.FALSE_ALARM,
+        "false_alarm_confidence": ood.CONFIDENCE,
         "chosen_on": "val: highest flag rate on the worst foreign val set, then the mean",
         "val": choice["table"],
         "test": test,

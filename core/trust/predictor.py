@@ -224,8 +224,9 @@ class Predictor:
         return self._ood_from(self.raw(x))
 
     def is_ood(self, x: np.ndarray) -> np.ndarray:
-        """True where the image does not look like the training data (≤ 5 % false alarms on
-        in-distribution validation images)."""
+        """True where the image does not look like the training data (threshold set on
+        in-distribution validation images for ≤ 5 % false alarms with 90 % confidence,
+        ``core.trust.ood.threshold_for``)."""
         return self.ood_score(x) > self._require_trust()["ood"]["threshold"]
 
     def refer(self, x: np.ndarray) -> np.ndarray:
@@ -271,7 +272,12 @@ def component_score(
         mapped so its val median is 0 and its own threshold 1, averaged over members.
     """
     if component == "input":
-        raw = [ood.score("input", out["input_stats"], None, _member_stats(stats, "input"))]
+        fitted = _member_stats(stats, "input")
+        feats = out["input_stats"]
+        if fitted is not None:
+            # an ood.npz fitted before later statistics were appended uses the leading ones
+            feats = feats[:, : np.asarray(fitted["scale"]).shape[-1]]
+        raw = [ood.score("input", feats, None, fitted)]
     else:
         raw = [
             ood.score(component, f, z, _member_stats(stats, str(i)))
