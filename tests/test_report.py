@@ -266,6 +266,27 @@ def test_report_tables_and_verdicts(fake_registry: Path, tmp_path: Path) -> None
     assert "binomial standard error of 0.025" in text
 
 
+def test_a_seed_run_inside_an_ensemble_is_named_not_counted_as_unexplained(
+    fake_registry: Path, tmp_path: Path
+) -> None:
+    """cnn3d_s1 ships only inside ensembles: the headline names it and its ensembles; a truly
+    loose run is still counted apart."""
+    seed_run = fake_registry / "cnn3d_s1"
+    _write(seed_run / "config.json", {"dataset": "adrenalmnist3d", "model": "cnn3d"})
+    _write(seed_run / "metrics.json", {"val": {"auc": 0.8, "acc": 0.8}})
+    for name in ("ens_a", "ens_b"):
+        _write(
+            fake_registry / name / "ensemble.json",
+            {"dataset": "adrenalmnist3d", "kind": "ensemble", "members": ["cnn3d", "cnn3d_s1"]},
+        )
+        _write(fake_registry / name / "metrics.json", {"val": {"auc": 0.8}, "test": {"auc": 0.8}})
+    text, _ = _build(fake_registry, tmp_path)
+    line = _line_with(text, "ship as ensemble members only")
+    assert line.startswith("1 further run(s)") and "cnn3d_s1 in ens_a, ens_b" in line
+    assert "adhoc" not in line
+    assert "1 other run(s) in the registry belong to no experiment" in text  # adhoc
+
+
 def test_quantization_and_alignment_sections(fake_registry: Path, tmp_path: Path) -> None:
     text, out = _build(fake_registry, tmp_path)
     int8 = _line_with(text, "| int8 |")
