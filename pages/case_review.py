@@ -132,14 +132,19 @@ else:
             for column, (caption, image, heat) in zip(
                 st.columns(3), report_panels(xs[idx], cam, True), strict=True
             ):
-                column.image(cache.png(figures.upscale(image, 168)), caption=caption)
+                column.image(
+                    cache.png(figures.upscale(image, 168)), caption=caption, output_format="PNG"
+                )
                 pic = figures.cam_pictures(image, heat, ALPHA, CMAP, side=168)["overlay"]
-                column.image(cache.png(pic), caption=f"{caption}, Grad-CAM")
+                column.image(cache.png(pic), caption=f"{caption}, Grad-CAM", output_format="PNG")
         else:
             pics = figures.cam_pictures(xs[idx], cam, ALPHA, CMAP)
             cols = st.columns(2)
-            cols[0].image(cache.png(pics["original"]), caption="Image")
-            cols[1].image(cache.png(pics["overlay"]), caption="Grad-CAM overlay")
+            # PNG bytes shown as they are (with "auto" Streamlit re-encodes them as JPEG each run)
+            cols[0].image(cache.png(pics["original"]), caption="Image", output_format="PNG")
+            cols[1].image(
+                cache.png(pics["overlay"]), caption="Grad-CAM overlay", output_format="PNG"
+            )
         st.image(
             review_ui.colour_bar(CMAP),
             caption="Grad-CAM colour scale: blue = little influence on the prediction, "

@@ -72,21 +72,36 @@ def cam_views(
             (method,) = cams
             cols = st.columns(3)
             for col, caption in zip(cols, ("Original", "Heatmap", "Overlay"), strict=True):
-                # PNG bytes cached by content: an opacity move encodes only the new overlay
+                # PNG bytes cached by content: an opacity move encodes only the new overlay.
+                # output_format="PNG": with "auto" Streamlit decodes the PNG and re-encodes it
+                # as JPEG (q 90) on every run, which costs server CPU, sends ~6x the bytes and
+                # blurs the heatmap's edges.
                 col.image(
                     cache.png(pictures[method][caption.lower()]),
                     caption=caption + where,
                     width="stretch",
+                    output_format="PNG",
                 )
         else:
             cols = st.columns(len(cams) + 1)
             first = next(iter(pictures.values()))
-            cols[0].image(cache.png(first["original"]), caption="Original" + where, width="stretch")
+            cols[0].image(
+                cache.png(first["original"]),
+                caption="Original" + where,
+                width="stretch",
+                output_format="PNG",
+            )
             for col, (method, pics) in zip(cols[1:], pictures.items(), strict=True):
-                col.image(cache.png(pics["overlay"]), caption=explained[method], width="stretch")
+                col.image(
+                    cache.png(pics["overlay"]),
+                    caption=explained[method],
+                    width="stretch",
+                    output_format="PNG",
+                )
         st.image(
             cache.png(explain_ui.colour_bar_legend(cmap, explained["class_name"])),
             caption="Colour scale: how strongly each region speaks for the explained class",
+            output_format="PNG",
         )
         for method, pics in pictures.items():
             title = explained["title:" + method]
