@@ -153,6 +153,8 @@ def test_a_new_model_opens_on_its_own_default(env):
 def test_compare_methods_side_by_side(env):
     at = open_page("gradcam", {"run": env["runs"]["retina"]})
     single = len(at.image)
+    # the pictures go out as the PNG the page encoded (Streamlit's "auto" re-encoded them as JPEG)
+    assert all(url.endswith(".png") for image in at.image for url in image.value)
     at.toggle(key="gradcam_compare").set_value(True).run()
     picked = at.multiselect(key="gradcam_compare_methods").value
     assert picked == ["gradcam", "layercam_fused"]  # the default is the main map already
@@ -162,6 +164,7 @@ def test_compare_methods_side_by_side(env):
     assert not at.exception
     # original + 4 overlays + colour bar, against original + heatmap + overlay + colour bar
     assert single == 4 and len(at.image) == 6
+    assert all(url.endswith(".png") for image in at.image for url in image.value)
     assert len(at.get("download_button")) == 4
 
 
