@@ -102,10 +102,12 @@ def volume_upload_ui(flag: str, side: int) -> UploadedVolume | None:
         cols[0].image(
             figures.upscale(prepared.original[mid], 224),
             caption=f"Original, axial slice {mid + 1}/{prepared.original.shape[0]}",
+            output_format="PNG",
         )
         cols[1].image(
             figures.upscale(prepared.array[side // 2, ..., 0], 224),
             caption=f"Model's view, axial slice {side // 2 + 1}/{side}",
+            output_format="PNG",
         )
     warning = modality_warning(flag, prepared.is_mask)
     if warning:

@@ -150,6 +150,7 @@ else:
             caption="Grad-CAM colour scale: blue = little influence on the prediction, "
             "red = most influence",
             width=256,
+            output_format="PNG",
         )
     with right:
         st.metric(

@@ -395,8 +395,18 @@ else:
             maps = cache.occlusion_pair(run["path"], mode, x, target)
             pics = figures.occlusion_pictures(display, maps, cmap, slice_index)
             cols = st.columns(2)
-            cols[0].image(pics["float"], caption="Float (Keras) occlusion", width="stretch")
-            cols[1].image(pics["quantized"], caption=f"{mode} (TFLite) occlusion", width="stretch")
+            cols[0].image(
+                pics["float"],
+                caption="Float (Keras) occlusion",
+                width="stretch",
+                output_format="PNG",
+            )
+            cols[1].image(
+                pics["quantized"],
+                caption=f"{mode} (TFLite) occlusion",
+                width="stretch",
+                output_format="PNG",
+            )
             st.metric(
                 "Correlation of the two maps",
                 f"{maps['correlation']:.3f}",

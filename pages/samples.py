@@ -149,6 +149,7 @@ for slot, i in enumerate(page_indices):
             _thumb(int(i)),
             caption=_caption(int(i)),
             width=THUMB_PX,
+            output_format="PNG",
         )
 
 st.divider()
@@ -172,6 +173,7 @@ with left:
     st.image(
         figures.upscale(figures.thumbnail(images[current], thumb_mode), 280),
         caption=_caption(current),
+        output_format="PNG",
     )
     if info.is_3d(flag):
         st.page_link(
