@@ -140,8 +140,11 @@ def run_picker_ui(
     if optional:
         names.append(None)
     wanted = st.query_params.get("run")
-    if key not in st.session_state and wanted is not None and wanted in names:
-        st.session_state[key] = wanted
+    if key not in st.session_state and wanted is not None:
+        if wanted in names:
+            st.session_state[key] = wanted
+        else:  # a link to an ensemble or an unknown run: say so instead of switching silently
+            container.info(_link_not_here(wanted, names))
     # the list depends on the dataset filter: a new filter re-sets the choice (app.state)
     state.follow(key, names, names[0], parent=(dataset, three_d))
     by_name = {r["name"]: r for r in choices}
@@ -163,6 +166,29 @@ def run_picker_ui(
             "reference runs before relying on it."
         )
     return None if name is None else by_name[name]
+
+
+def _link_not_here(wanted: str, names: Sequence[str | None]) -> str:
+    """Why a ``?run=`` link's model is not the one shown, and what to do."""
+    members: dict[str, list[str]] = {}
+    for member, ensembles in cache.ensemble_membership().items():
+        for ensemble in ensembles:
+            members.setdefault(ensemble, []).append(member)
+    shown = names[0] or "no model"
+    if wanted in members:
+        here = [m for m in members[wanted] if m in names]
+        text = (
+            f"**{wanted}** is an ensemble (the average of {', '.join(members[wanted])}). This "
+            f"page looks at one model at a time, so it opened **{shown}**."
+        )
+        if here:
+            text += f" To see a member, pick {' or '.join(here)} under the model choice."
+        return text
+    return (
+        f"The link asked for the model **{wanted}**, which is not among the models this page "
+        f"can show (another dataset, or not in the registry), so it opened **{shown}**."
+        "\n\n1. Check the link.\n2. Pick a model under the model choice."
+    )
 
 
 def _is_experimental(run: dict) -> bool:

@@ -113,3 +113,39 @@ def test_home_recommends_on_val_and_reports_the_shown_predictions_accuracy(monke
         assert row["probabilities"] == "calibrated"
         assert row["test ACC"] == pytest.approx(calibrated["test"]["acc"])
         assert row["test AUC"] == pytest.approx(calibrated["test"]["auc"])
+
+
+@pytest.mark.parametrize(
+    ("wanted", "expected"),
+    [
+        ("ensemble_retina", "**ensemble_retina** is an ensemble (the average of cnn2d_aug_s0"),
+        ("no_such_run", "The link asked for the model **no_such_run**, which is not among"),
+    ],
+)
+def test_a_link_to_a_model_the_page_cannot_show_says_so(
+    monkeypatch, real_data_env, wanted, expected
+):
+    """The Explanations page explains one Keras model: a link to an ensemble (or a run that is
+    gone) opens the first model *and says why*, instead of switching silently; the next
+    rerun keeps the user's choice without repeating the note."""
+    from pathlib import Path
+
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("TRAINED_MODELS_DIR", str(SHIPPED))
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(Path(REPO) / "app" / "Home.py"), default_timeout=240).run()
+    at.query_params["run"] = wanted
+    at.switch_page("../pages/gradcam.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    notes = [i.value for i in at.info if "link asked" in i.value or "is an ensemble" in i.value]
+    assert len(notes) == 1 and notes[0].startswith(expected), notes
+    shown = at.selectbox(key="gradcam_run").value
+    assert shown != wanted and f"opened **{shown}**" in notes[0]
+    if wanted == "ensemble_retina":
+        assert "pick cnn2d_aug_s0 or vgg16_ft2 or cnn2d_noaug_s0" in notes[0]
+    at.selectbox(key="gradcam_run").set_value("vgg16_ft2").run()
+    assert at.selectbox(key="gradcam_run").value == "vgg16_ft2"
+    assert not [i for i in at.info if "link asked" in i.value or "is an ensemble" in i.value]
