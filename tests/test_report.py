@@ -565,3 +565,46 @@ def test_explanations_section_reads_issue13_explain_json(fake_registry: Path, tm
     assert "not run yet" in _line_with(text, "`vgg16_frozen`", "| not run yet |")
     # the older Grad-CAM alignment table is still there
     assert "3.00" in _line_with(text, "`cnn3d`", "| gradcam |")
+
+
+def _shift_run(run: str, t_val: float, t_test: float, inside: bool, met: bool) -> dict[str, Any]:
+    return {
+        "run": run,
+        "t_val": t_val,
+        "t_test": t_test,
+        "t_val_interval": [t_val - 0.14, t_val + 0.14],
+        "t_test_inside": inside,
+        "same_direction": (t_val - 1) * (t_test - 1) > 0,
+        "accuracy": {"val": 0.558, "test": 0.512},
+        "confidence": {"val": 0.512, "test": 0.531},
+        "test_ece": {"raw": 0.066, "t_val": 0.085, "shipped": 0.085, "t_test": 0.065},
+        "test_ece_bound_95": 0.067,
+        "goal_met": met,
+    }
+
+
+def test_calibration_shift_section_renders_the_study_and_not_run_without_it() -> None:
+    from benchmarks.report.sections_trust import section_calibration_shift
+
+    missing = "\n".join(section_calibration_shift(None))
+    assert "diagnosis not run yet: `python -m benchmarks.calibration_shift`" in missing
+    study = {
+        "command": "python -m benchmarks.calibration_shift",
+        "date": "2026-11-30 23:55 UTC",
+        "load_average": [1.5, 1.0, 0.5],
+        "resamples": 1000,
+        "runs": [
+            _shift_run("cnn2d_aug", 0.71, 1.24, inside=False, met=False),
+            _shift_run("vgg16_frozen", 1.66, 1.70, inside=True, met=True),
+        ],
+    }
+    text = "\n".join(section_calibration_shift(study))
+    assert "2026-11-30 23:55 UTC, load 1.50, 1.00, 0.50" in text
+    assert "missed by 1 of 2 predictors (`cnn2d_aug`)" in text
+    assert "for 1 the two temperatures even point in opposite directions" in text
+    assert "For 1 of the 1, T (test) lies outside the 90 % interval" in text
+    assert "nothing in this table chooses anything" in text
+    row = _line_with(text, "| `cnn2d_aug` |")
+    assert "0.71 [0.57, 0.85] | 1.24 | **no** |" in row
+    assert "0.066 → 0.085 → 0.085 | 0.065 | 0.067 | **no** |" in row
+    assert "1.66 [1.52, 1.80] | 1.70 | yes |" in _line_with(text, "| `vgg16_frozen` |")

@@ -215,7 +215,9 @@ def build_report(
     lines += section_wall_time(arms)
 
     lines += ["## Trust: calibration, ensembles, refer flag, OOD guard", ""]
-    lines += section_trust(root_path)
+    shift_file = fig_dir / "calibration_shift.json"
+    shift_study = json.loads(shift_file.read_text()) if shift_file.is_file() else None
+    lines += section_trust(root_path, shift_study)
     lines += ["## What worked and what did not", ""]
     lines += commentary(arms, verdicts_3d, aug_results, vgg_verdict, vgg_best, resnet_results)
 
