@@ -16,7 +16,10 @@ the job's cancel flag.
   lets a driver outlive its head: a :class:`HeadWatch` thread probes the GCS port with plain
   TCP connects; 5 s of refusals mark the head down, the running jobs fail at their next poll,
   the worker disconnects (``ray.shutdown``, 10-15 s after the head died in the test) and only
-  calls ``ray.init`` again once the port accepts connections. Every cluster query of its own
+  calls ``ray.init`` again once the port accepts connections. No job is claimed unless the GCS
+  port accepts a fresh connection, and after a job was lost not before the watch has seen the
+  head answer for 5 s after the loss: a killed head's job channel actor still answers pings
+  for up to a second, while its task is already reported lost. Every cluster query of its own
   has a timeout (the public state API, ``ray.nodes()`` and ``ray.cluster_resources()``, waits
   for ever on a dead GCS, which arms that 60 s exit).
 - **result**: the chief returns the run as tar bytes; ``archive.install_run`` writes it into
@@ -36,7 +39,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 from typing import Any
@@ -53,6 +55,13 @@ from ray.util.scheduling_strategies import (
 from core import config
 from core.jobs.executors import archive
 from core.jobs.executors.base import Executor, JobContext
+from core.jobs.executors.ray_head import (
+    HEAD_DOWN_AFTER_S,
+    HeadLost,
+    HeadWatch,
+    gcs_reachable,
+    split_address,
+)
 from core.jobs.executors.ray_task import JobChannel, Rendezvous, train_job
 from core.jobs.schema import Job
 
@@ -65,12 +74,6 @@ RECONNECT_EVERY_S = 10.0
 PLACEMENT_TIMEOUT_S = 600.0
 DRAIN_TIMEOUT_S = 30.0
 CANCEL_WAIT_S = 30.0
-# the head watch: a TCP connect to the GCS port every second; refused (or timed out) for
-# HEAD_DOWN_AFTER_S means the head is gone. Detection + the slowest poll (DRAIN_TIMEOUT_S is
-# polled in POLL_S steps) + ray.shutdown (~5 s) stay far below Ray's own 60 s exit.
-PROBE_EVERY_S = 1.0
-PROBE_TIMEOUT_S = 2.0
-HEAD_DOWN_AFTER_S = 5.0
 GCS_TIMEOUT_S = 5.0  # every cluster query of ours gives up after this, never waits for ever
 # what never goes to the nodes (gitignore syntax): models, data, environments, test output
 EXCLUDES = [
@@ -107,63 +110,6 @@ def runtime_env() -> dict[str, Any]:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
-
-
-def split_address(address: str) -> tuple[str, int] | None:
-    """``(host, port)`` of a ``HOST:PORT`` address; None for ``auto`` or a ``ray://`` URL."""
-    if "://" in address:
-        return None
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        return None
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
-def gcs_reachable(target: tuple[str, int], timeout: float = PROBE_TIMEOUT_S) -> bool:
-    """Whether the head's GCS port accepts a TCP connection (no Ray involved, so probing a dead
-    head can never arm Ray's exit timer)."""
-    try:
-        with socket.create_connection(target, timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-class HeadLost(Exception):
-    """The head watch saw the head go away while a job was being started or polled."""
-
-
-class HeadWatch:
-    """Probes the head's GCS port every second from a daemon thread; :attr:`down` is set once
-    it has refused connections for :data:`HEAD_DOWN_AFTER_S` (then the thread ends)."""
-
-    def __init__(self, target: tuple[str, int]):
-        self.target = target
-        self.down = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ray-head-watch", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        failing_since: float | None = None
-        while not self._stop.wait(PROBE_EVERY_S):
-            if gcs_reachable(self.target):
-                failing_since = None
-                continue
-            now = time.monotonic()
-            failing_since = failing_since if failing_since is not None else now
-            if now - failing_since >= HEAD_DOWN_AFTER_S:
-                log.warning(
-                    "[ray] the head's GCS at %s:%d has refused connections for %.0f s: the "
-                    "head is down",
-                    *self.target,
-                    now - failing_since,
-                )
-                self.down.set()
-                return
-
-    def stop(self) -> None:
-        self._stop.set()
 
 
 def _gcs_client() -> Any:
@@ -208,6 +154,9 @@ class RayExecutor(Executor):
         self._watch: HeadWatch | None = None
         self._lock = threading.Lock()  # describe() (heartbeat thread) vs close() (main thread)
         self._waiting_logged = self._probe_logged = False  # log each outage once
+        self._refused_logged = False
+        # monotonic time a job of this connection was lost with its node (the head, maybe)
+        self._lost_at: float | None = None
 
     @property
     def head_down(self) -> bool:
@@ -269,11 +218,15 @@ class RayExecutor(Executor):
                 for sig, handler in handlers.items():
                     signal.signal(sig, handler)
         self.channel = channel
-        self._waiting_logged = self._probe_logged = False
+        self._waiting_logged = self._probe_logged = self._refused_logged = False
+        self._lost_at = None  # this head was just reached: an earlier loss says nothing of it
         log.info("[ray] connected to %s; running up to %d jobs", self.address, self.max_running)
 
     def ready(self, busy: bool) -> bool:
         """Whether a job may be claimed: connected, head alive and the job channel answering.
+
+        "Head alive" is checked against the head itself (:meth:`_head_answers`), never only
+        through the channel actor, which can outlive a killed head by a second.
 
         After a dead head: disconnect as soon as the running jobs have ended (they fail at
         their next poll), then reconnect only once the GCS port accepts connections again,
@@ -292,6 +245,8 @@ class RayExecutor(Executor):
                     return False
                 self.close()
             else:
+                if not self._head_answers():
+                    return False  # the watch says within seconds whether the head is gone
                 try:
                     ray.get(self.channel.ping.remote(), timeout=PING_TIMEOUT_S)
                     return True
@@ -318,6 +273,36 @@ class RayExecutor(Executor):
         except RuntimeError as exc:
             log.warning("[ray] still no cluster; jobs wait in the queue: %s", exc)
             return False
+        return True
+
+    def _head_answers(self) -> bool:
+        """Whether the head itself answers now, as far as a claim needs it.
+
+        The channel actor's ping cannot tell: actor calls go straight to the actor's process,
+        never through the head, and a killed head's worker processes (the channel actor among
+        them) live on for up to a second until they notice their raylet is gone, while the
+        job's task is reported lost within half a second. Hence a fresh TCP connection to the
+        GCS port, and after a lost job (its node died; the head may have died with it, its GCS
+        in the same second) a connection the head watch made at least HEAD_DOWN_AFTER_S after
+        the loss: a head that died with the node is called down by then.
+        """
+        if self._target is not None and not gcs_reachable(self._target):
+            if not self._refused_logged:
+                log.warning(
+                    "[ray] the head's GCS at %s:%d refused a connection; no job is claimed "
+                    "until it answers again",
+                    *self._target,
+                )
+                self._refused_logged = True
+            return False
+        self._refused_logged = False
+        lost_at = self._lost_at
+        if lost_at is None:
+            return True
+        watch = self._watch
+        if watch is not None and not watch.answered_since(lost_at + HEAD_DOWN_AFTER_S):
+            return False
+        self._lost_at = None
         return True
 
     def close(self) -> None:
@@ -542,6 +527,13 @@ class RayExecutor(Executor):
         outcomes = [_outcome(ref) for ref in refs]
         for index, (kind, detail) in enumerate(outcomes):
             if kind == "lost":
+                self._lost_at = time.monotonic()  # no claim until the head is confirmed
+                log.info(
+                    "[ray] job %d lost its node; no job is claimed until the head has answered "
+                    "for %.0f s",
+                    job.id,
+                    HEAD_DOWN_AFTER_S,
+                )
                 where = nodes.get(index, "unknown node")
                 message = f"the Ray node running the job ({where}) was lost: {detail}"
                 store.append_log(job.id, f"[ray] {message}\n")
