@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SHARED ?= $(abspath ../shared)
 
-.PHONY: setup setup-browser run test test-fast lint format reproduce report benchmark clean
+.PHONY: setup setup-browser run serve-proxy test test-fast lint format reproduce report benchmark clean
 
 setup: $(BIN)/streamlit setup-browser  ## create .venv and install everything (Python deps + Chromium)
 
@@ -18,14 +18,23 @@ $(BIN)/streamlit: requirements.txt requirements-medmnist.txt pyproject.toml
 	$(BIN)/pip install --no-deps -e .
 	touch $@
 
-setup-browser:  ## Debian's Chromium (browser tests) and poppler-utils (pdftotext: PDF report test); root or sudo
-	@command -v chromium >/dev/null 2>&1 && command -v pdftotext >/dev/null 2>&1 || { \
+# Debian's Chromium (browser tests), poppler-utils (pdftotext: PDF report test) and nginx-light
+# (make serve-proxy and its tests); root or sudo. nginx is looked for at /usr/sbin/nginx, where
+# Debian puts it (not on a normal user's PATH).
+setup-browser:  ## Debian's Chromium, poppler-utils and nginx-light (system packages the tests use)
+	@command -v chromium >/dev/null 2>&1 && command -v pdftotext >/dev/null 2>&1 \
+	  && [ -x /usr/sbin/nginx ] || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium poppler-utils; }
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium poppler-utils nginx-light; }
 
 # `run` and `test` do whatever set-up is missing, so a fresh clone needs only these two commands.
 run: $(BIN)/streamlit  ## start the app on http://127.0.0.1:8501 (sets up .venv first if needed)
 	$(BIN)/streamlit run app/Home.py
+
+# nginx sends Streamlit's front-end bundle, Streamlit the pages: less server CPU per visit
+# (docs/deploy.md). Needs nginx (make setup-browser installs it).
+serve-proxy: $(BIN)/streamlit  ## the app behind nginx on http://127.0.0.1:8080
+	$(BIN)/python -m deploy.nginx
 
 lint: $(BIN)/streamlit
 	$(BIN)/ruff check .

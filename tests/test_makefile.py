@@ -35,7 +35,7 @@ def _index(lines: list[str], needle: str) -> int:
     return hits[0]
 
 
-@pytest.mark.parametrize("target", ["run", "test", "lint", "test-fast"])
+@pytest.mark.parametrize("target", ["run", "serve-proxy", "test", "lint", "test-fast"])
 def test_fresh_clone_targets_create_the_venv_first(target, tmp_path):
     venv = tmp_path / "fresh-venv"
     lines = dry_run(target, venv)
@@ -58,3 +58,10 @@ def test_make_test_installs_pdftotext_before_the_suite(tmp_path):
     lines = dry_run("test", tmp_path / "fresh-venv")
     assert _index(lines, "command -v pdftotext") < _index(lines, "-m pytest")
     assert _index(lines, "install -y -q chromium poppler-utils") < _index(lines, "-m pytest")
+
+
+def test_make_test_installs_nginx_before_the_suite(tmp_path):
+    # tests/test_proxy.py starts a real nginx in front of the app
+    lines = dry_run("test", tmp_path / "fresh-venv")
+    assert _index(lines, "[ -x /usr/sbin/nginx ]") < _index(lines, "-m pytest")
+    assert _index(lines, "poppler-utils nginx-light") < _index(lines, "-m pytest")

@@ -1,0 +1,2 @@
+"""Running the app for a clinic: ``python -m deploy.nginx`` puts nginx in front of Streamlit
+(docs/deploy.md)."""
