@@ -19,7 +19,12 @@ its live descendants.
 Usage (from the repository root; the shipped registry has the runs named below)::
 
     MEDMNIST_ROOT=/path/to/npz .venv/bin/python -m benchmarks.app_load \\
-        [--users 1 4 8 12] [--soak 2000] [--soak-users 8] [--calibrate 8] [--cooldown 30]
+        [--users 1 4 8 12] [--soak 2000] [--soak-users 8] [--calibrate 8] [--cooldown 30] \\
+        [--proxy [--gzip static|on|off]]
+
+``--proxy`` serves the app as ``make serve-proxy`` does (``deploy/nginx.py``: nginx sends the
+front-end bundle, Streamlit the rest); CPU figures are then Streamlit + nginx, with nginx's
+share of each page load printed beside them.
 
 The browser runs on the same machine, so wall times include its CPU use; server CPU and RSS
 do not.
@@ -43,8 +48,11 @@ from pathlib import Path
 from benchmarks.app_probes import (
     FINISH_TIMEOUT_S,
     REQUEST_TIMEOUT_S,
+    Proxied,
     RunWatcher,
     Server,
+    browser_cpu_s,
+    choose_option,
     keep_niced,
 )
 
@@ -76,6 +84,7 @@ class Tally:
     actions: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     no_rerun: int = 0
+    menu_retries: int = 0  # dropdown clicks repeated: the menu did not open (choose_option)
     interactions: int = 0
     by_action: dict[str, list[float]] = field(default_factory=dict)  # "sample", "opacity"...
 
@@ -185,8 +194,7 @@ async def user(browser, url: str, kind: Kind, interactions: int, tally: Tally, d
                     name = re.compile(rf"^{re.escape(kind.methods[method])}( ·|$)")
 
                     async def act(box=box, name=name):
-                        await box.click()
-                        await page.get_by_role("option", name=name).first.click()
+                        await choose_option(page, box, name, tally)
 
                 seconds, rerun = await _rerun(watcher, act)
                 if rerun:  # else the time is the wait for a request that never came
@@ -251,7 +259,7 @@ def _pct(values: list[float], q: float) -> float:
 async def concurrent(browser, url, server, kinds, k: int, interactions: int, cooldown: float):
     """K users at once; every third one on the 3D viewer."""
     tally = Tally()
-    rss0, cpu0 = server.rss_mb(), server.cpu_s()
+    rss0, cpu0, browser0 = server.rss_mb(), server.cpu_s(), browser_cpu_s()
     start = time.perf_counter()
     await asyncio.gather(
         *(
@@ -260,7 +268,7 @@ async def concurrent(browser, url, server, kinds, k: int, interactions: int, coo
         )
     )
     wall = time.perf_counter() - start
-    cpu = server.cpu_s() - cpu0
+    cpu, browser = server.cpu_s() - cpu0, browser_cpu_s() - browser0
     rss1 = server.rss_mb()
     await asyncio.sleep(cooldown)
     ops = len(tally.loads) + tally.interactions
@@ -273,6 +281,7 @@ async def concurrent(browser, url, server, kinds, k: int, interactions: int, coo
         "action_p95_s": _pct(tally.actions, 95),
         "interactions": tally.interactions,
         "no_rerun": tally.no_rerun,
+        "menu_retries": tally.menu_retries,
         "action_p50_p95_s": {k: (_pct(v, 50), _pct(v, 95)) for k, v in tally.by_action.items()},
         "errors": tally.errors,
         "rss_before_mb": rss0,
@@ -280,6 +289,7 @@ async def concurrent(browser, url, server, kinds, k: int, interactions: int, coo
         "rss_closed_mb": server.rss_mb(),
         "server_cpu_s": cpu,
         "cpu_per_op_s": cpu / ops if ops else float("nan"),
+        "browser_cpu_s": browser,
         "wall_s": wall,
     }
 
@@ -350,20 +360,25 @@ async def calibrate(browser, url, server, kinds, n: int):
     """
     out: dict[str, list[float]] = {}
     fallbacks = 0
+    nginx = getattr(server, "nginx", None)  # behind nginx: its share of each first visit
+
+    def nginx_cpu() -> float:
+        return nginx.cpu_s() if nginx else 0.0
+
     for name, kind in (("gradcam", kinds[0]), ("volume", kinds[1])):
-        loads, cached, slider, sample = [], [], [], []
+        loads, cached, slider, sample, nginx_loads = [], [], [], [], []
         returning = await browser.new_context(viewport={"width": 1400, "height": 1100})
         for i in range(n + 1):  # the first round fills the caches (models, traced functions)
             tally = Tally()
             context = await browser.new_context(viewport={"width": 1400, "height": 1100})
             page = await context.new_page()
             watcher = RunWatcher(page)
-            cpu0 = server.cpu_s()
+            cpu0, nginx0 = server.cpu_s(), nginx_cpu()
             await _open(
                 page, watcher, url + kind.path.format(index=kind.samples.next()), kind.ready_text
             )
             await page.wait_for_timeout(300)  # the session's last messages
-            load = server.cpu_s() - cpu0
+            load, nginx_load = server.cpu_s() - cpu0, nginx_cpu() - nginx0
             thumb = page.locator(f".st-key-{kind.alpha_key}").get_by_role("slider").first
 
             async def move(thumb=thumb):
@@ -401,6 +416,7 @@ async def calibrate(browser, url, server, kinds, n: int):
             await page.close()
             if i:
                 loads.append(load)
+                nginx_loads.append(nginx_load)
                 cached.append(cached_load)
                 slider.append(slider_cpu)
                 sample.append(sample_cpu)
@@ -411,6 +427,8 @@ async def calibrate(browser, url, server, kinds, n: int):
         out[f"{name}_page_load_cached"] = cached
         out[f"{name}_slider"] = slider
         out[f"{name}_new_sample"] = sample
+        if nginx:
+            out[f"{name}_page_load_nginx_share"] = nginx_loads
     return out, fallbacks
 
 
@@ -439,6 +457,12 @@ def _print(report: dict) -> None:
             )
             for err in r["errors"][:5]:
                 print(f"      error: {err}")
+        print("\n  K | wall s | server CPU-s | Chromium CPU-s (same cores) | menu re-clicks")
+        for r in rows:
+            print(
+                f"{r['users']:3d} | {r['wall_s']:6.1f} | {r['server_cpu_s']:12.1f} | "
+                f"{r['browser_cpu_s']:26.1f} | {r['menu_retries']}"
+            )
     cal = report.get("calibration")
     if cal:
         print("\nserver CPU-seconds, one user at a time (median / max):")
@@ -475,6 +499,19 @@ def _print(report: dict) -> None:
             print(f"      error: {err}")
 
 
+@contextlib.contextmanager
+def _serving(args, env: dict[str, str], log: Path):
+    """Yield ``(url, server)``: Streamlit alone, or behind nginx with ``--proxy``."""
+    if not args.proxy:
+        with streamlit_server(env, log) as url:
+            yield url, Server.on_port(int(url.rsplit(":", 1)[1]))
+        return
+    from deploy import nginx
+
+    with nginx.serve(port=0, gzip_mode=args.gzip, env=env, log_dir=log.parent) as proxy:
+        yield proxy.url, Proxied(Server(proxy.streamlit_pid), Server(proxy.nginx_pid))
+
+
 async def _main_async(args) -> dict:
     from playwright.async_api import async_playwright
 
@@ -485,8 +522,7 @@ async def _main_async(args) -> dict:
     }
     log = REPO / "test-artifacts" / "app-load-server.log"
     report: dict = {"loadavg_start": os.getloadavg(), "args": vars(args)}
-    with streamlit_server(env, log) as url:
-        server = Server.on_port(int(url.rsplit(":", 1)[1]))
+    with _serving(args, env, log) as (url, server):
         await asyncio.sleep(2)
         report["rss_idle_mb"] = server.rss_mb()
         kinds = _kinds(args, args.run)
@@ -529,6 +565,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--malloc-arena-max", default="", help="MALLOC_ARENA_MAX for the server")
     parser.add_argument("--json", type=Path, help="also write the full report here")
+    parser.add_argument("--proxy", action="store_true", help="serve through nginx (deploy/)")
+    parser.add_argument(
+        "--gzip", choices=("static", "on", "off"), default="static", help="nginx's compression"
+    )
     args = parser.parse_args(argv)
     report = asyncio.run(_main_async(args))
     _print(report)
