@@ -181,16 +181,13 @@ def freeze_libraries() -> None:
 
 
 def _warm_figures() -> None:
-    """Build and serialise one probability chart: Plotly imports a module per trace and
-    layout type on first use, and ``st.plotly_chart`` more to serialise it."""
+    """Build and serialise one bar chart: Plotly imports a module per trace and layout type on
+    first use, and ``st.plotly_chart`` more to serialise it (the sample browser's and the
+    Experiments page's bars)."""
+    import plotly.graph_objects as go
     import plotly.io
 
-    from app import trust_figures
-
-    fig = trust_figures.calibrated_probability_chart(
-        np.array([0.4, 0.6]), ["a", "b"], [1], band=(np.zeros(2), np.ones(2))
-    )
-    plotly.io.to_json(fig)
+    plotly.io.to_json(go.Figure(go.Bar(x=[0.4, 0.6], y=["a", "b"], orientation="h")))
 
 
 # 4 models (~1-60 MB each); no ttl: reloading a VGG16 costs seconds of a user's time
@@ -322,7 +319,7 @@ def start_worker() -> str:
     return str(result) if result is not None else "started"
 
 
-# 64 figures of a few kB: the samples reviewers opened last, on any page with the trust panel
+# 64 SVG charts of ~3 kB: the samples reviewers opened last, on any page with the trust panel
 @st.cache_resource(max_entries=64, show_spinner=False)
 def probability_chart(
     probs: tuple[float, ...],
@@ -331,13 +328,9 @@ def probability_chart(
     band: tuple[tuple[float, ...], tuple[float, ...]] | None,
     title: str,
     calibrated: bool = True,
-):
-    """``app.trust_figures.calibrated_probability_chart``, built once per distinct input.
-
-    Building the Plotly figure (its validators) is ~6 ms of a page load's CPU, repeated for
-    the same sample by every reviewer and every rerun (issue 16). Shared, not copied: the
-    figure is only read (``st.plotly_chart`` serialises it).
-    """
+) -> str:
+    """``app.trust_figures.calibrated_probability_chart`` (an SVG string), built once per
+    distinct input: the same sample is drawn again by every reviewer and every rerun."""
     from app import trust_figures
 
     return trust_figures.calibrated_probability_chart(

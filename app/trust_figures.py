@@ -1,5 +1,6 @@
-"""Plotly figures for trust: calibrated probability bars with an uncertainty band, reliability
-diagrams and risk–coverage curves. Builders return figures; the pages draw them (no Streamlit).
+"""Figures for trust: calibrated probability bars with an uncertainty band (inline SVG),
+reliability diagrams and risk–coverage curves (Plotly). Builders return figures; the pages draw
+them (no Streamlit).
 
 They read plain values: probabilities and band edges, and the bins/curves a run's
 ``calibration.json`` stores (written by ``python -m core.trust``).
@@ -20,73 +21,101 @@ def calibrated_probability_chart(
     band: tuple[np.ndarray, np.ndarray] | None = None,
     title: str = "Calibrated probabilities",
     calibrated: bool = True,
-):
-    """Horizontal bars of class probabilities with an optional uncertainty band.
+) -> str:
+    """Horizontal bars of class probabilities with an optional uncertainty band, as inline SVG.
+
+    Why SVG and not Plotly: this chart is on every Explanations, 3D and Case review page, and
+    a Plotly chart makes the browser fetch and compile Plotly's 4.7 MB script on a first
+    visit: 1.2 of the 3.3 CPU-seconds Chromium spent on a first Explanations visit here
+    (docs/benchmarks.md, "The browser's share"). Bars, whiskers and labels need no script.
 
     Args:
         probs: ``(K,)`` calibrated probabilities.
         labels: class names by index.
         true_index: the true class(es), drawn in a second colour (empty for an upload).
-        band: ``(low, high)`` arrays ``(K,)``: drawn as an error bar around each bar.
+        band: ``(low, high)`` arrays ``(K,)``: drawn as a whisker around each bar.
         title: chart title.
         calibrated: whether ``probs`` went through the run's fitted calibration; the axis
             must not call a raw softmax "calibrated" (a clinician reads it as a promise).
 
     Returns:
-        A Plotly figure.
+        An ``<svg>`` element (``role="img"``; its ``<title>`` reads every value aloud).
 
     Example:
-        >>> fig = calibrated_probability_chart(np.array([0.7, 0.3]), ["benign", "malignant"])
-        >>> fig.layout.xaxis.title.text
-        'calibrated probability'
+        >>> svg = calibrated_probability_chart(np.array([0.7, 0.3]), ["benign", "malignant"])
+        >>> "calibrated probability" in svg and "70.0%" in svg
+        True
     """
-    import plotly.graph_objects as go
+    from html import escape
 
-    p = np.asarray(probs, dtype=float)
-    truth = set(int(i) for i in true_index)
-    colours = ["#2e7d32" if i in truth else "#5c7cfa" for i in range(len(p))]
-    error_x = None
+    p = np.clip(np.asarray(probs, dtype=float), 0.0, 1.0)
+    truth = {int(i) for i in true_index}
+    names = [f"{i}: {name}" for i, name in enumerate(labels)]
+    lo = hi = None
     if band is not None:
         lo, hi = (np.clip(np.asarray(b, dtype=float), 0.0, 1.0) for b in band)
-        error_x = dict(
-            type="data",
-            symmetric=False,
-            array=np.maximum(hi - p, 0.0).tolist(),
-            arrayminus=np.maximum(p - lo, 0.0).tolist(),
-            color="#37474f",
-            thickness=2,
-            width=6,
-        )
-    fig = go.Figure(
-        go.Bar(
-            x=p.tolist(),
-            y=[f"{i}: {name}" for i, name in enumerate(labels)],
-            orientation="h",
-            marker_color=colours,
-            error_x=error_x,
-            text=[f"{v:.1%}" for v in p],
-            textposition="inside",
-            insidetextanchor="start",
-            hovertemplate="%{y}: %{x:.1%}<extra></extra>",
+    # Layout in SVG user units; the viewBox scales it to the column's width.
+    label_w = 14 + 6.6 * max((len(n) for n in names), default=4)
+    plot_x, plot_w, row_h, top = label_w, 480.0, 30.0, 40.0
+    width = plot_x + plot_w + 56  # room for "100.0%" right of a full bar
+    height = top + row_h * len(p) + 48
+
+    def x(value: float) -> float:
+        return plot_x + plot_w * float(value)
+
+    heading = (
+        title
+        + (" (green = true label)" if truth else "")
+        + ("; black bars = uncertainty band" if band is not None else "")
+    )
+    spoken = "; ".join(
+        f"{n}: {v:.1%}" + (f" (band {a:.1%} to {b:.1%})" if lo is not None else "")
+        for n, v, a, b in zip(
+            names, p, lo if lo is not None else p, hi if hi is not None else p, strict=True
         )
     )
-    fig.update_layout(
-        height=110 + 30 * len(p),
-        margin=dict(l=10, r=10, t=36, b=45),
-        xaxis=dict(
-            range=[0, 1],
-            title="calibrated probability" if calibrated else "probability (not calibrated)",
-            tickformat=".0%",
-        ),
-        yaxis=dict(autorange="reversed"),
-        title=dict(
-            text=title
-            + (" (green = true label)" if truth else "")
-            + ("; black bars = uncertainty band" if band is not None else ""),
-            font=dict(size=14),
-        ),
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 {width:.0f} '
+        f'{height:.0f}" width="100%" style="max-width:{width:.0f}px;font-family:sans-serif">',
+        f"<title>{escape(heading)}: {escape(spoken)}</title>",
+        f'<text x="4" y="18" font-size="14" font-weight="600" fill="#1c2530">'
+        f"{escape(heading)}</text>",
+    ]
+    bottom = top + row_h * len(p)
+    for tick in np.linspace(0.0, 1.0, 6):
+        out.append(
+            f'<line x1="{x(tick):.1f}" y1="{top - 4:.0f}" x2="{x(tick):.1f}" y2="{bottom:.0f}" '
+            'stroke="#e3e7ee"/>'
+            f'<text x="{x(tick):.1f}" y="{bottom + 16:.0f}" font-size="11" fill="#5f6b7a" '
+            f'text-anchor="middle">{tick:.0%}</text>'
+        )
+    axis = "calibrated probability" if calibrated else "probability (not calibrated)"
+    out.append(
+        f'<text x="{x(0.5):.1f}" y="{bottom + 38:.0f}" font-size="12" fill="#5f6b7a" '
+        f'text-anchor="middle">{axis}</text>'
     )
-    return fig
+    for i, (name, value) in enumerate(zip(names, p, strict=True)):
+        y = top + row_h * i
+        colour = "#2e7d32" if i in truth else "#5c7cfa"
+        # the value sits right of the bar and its whisker, never under the whisker's line
+        end = max(value, hi[i] if hi is not None else value)
+        out.append(
+            f'<text x="{plot_x - 8:.1f}" y="{y + row_h / 2 + 4:.1f}" font-size="11" '
+            f'fill="#1c2530" text-anchor="end">{escape(name)}</text>'
+            f'<rect data-class="{i}" x="{plot_x:.1f}" y="{y + 4:.1f}" '
+            f'width="{plot_w * value:.1f}" height="{row_h - 8:.0f}" fill="{colour}"/>'
+            f'<text x="{x(end) + 6:.1f}" y="{y + row_h / 2 + 4:.1f}" font-size="11" '
+            f'font-weight="600" fill="#1c2530">{value:.1%}</text>'
+        )
+        if lo is not None:
+            a, b, mid = x(lo[i]), x(hi[i]), y + row_h / 2
+            out.append(
+                f'<path data-band="{i}" d="M{a:.1f},{mid:.1f}H{b:.1f}M{a:.1f},{mid - 5:.1f}'
+                f'V{mid + 5:.1f}M{b:.1f},{mid - 5:.1f}V{mid + 5:.1f}" stroke="#37474f" '
+                'stroke-width="2" fill="none"/>'
+            )
+    out.append("</svg>")
+    return "".join(out)
 
 
 def reliability_chart(reliability: dict[str, dict[str, Any]], title: str):

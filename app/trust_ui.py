@@ -167,7 +167,7 @@ def prediction_panel_ui(
         )
     kind = result.get("band_kind")
     band = result.get("band")
-    fig = cache.probability_chart(
+    svg = cache.probability_chart(
         tuple(float(v) for v in proba),
         tuple(str(name) for name in labels),
         tuple(int(i) for i in true_index),
@@ -175,7 +175,9 @@ def prediction_panel_ui(
         "Calibrated probabilities" if result.get("fitted") else "Raw probabilities",
         bool(result.get("fitted")),
     )
-    body.plotly_chart(fig, key=f"{key}_probs", width="stretch")
+    # Inline in the page (no iframe, no script). Not st.html: its sanitiser drops <svg>.
+    # The SVG is ours, labels escaped. The key names the container for tests.
+    body.container(key=f"{key}_probs").markdown(svg, unsafe_allow_html=True)
     if kind in ("ensemble", "single"):
         body.caption(HELP[f"band_{kind}"])
     return {

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from app_helpers import make_run, synthetic_environment
 from streamlit.testing.v1 import AppTest
+from test_trust_ui import svg_charts
 
 from core import catalog, registry
 
@@ -148,8 +149,8 @@ def test_pages_show_the_prediction_through_the_trust_panel(env, page, query):
     titles = [
         json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "")
         for c in at.get("plotly_chart")
-    ]
-    assert any(t.startswith("Raw probabilities") for t in titles)
+    ] + [svg[1].text or "" for svg in svg_charts(at)]  # [0] is <title>, [1] the heading
+    assert any(t.startswith("Raw probabilities") for t in titles), titles
 
 
 def test_best_on_val_picks_runs_or_ensembles_on_validation_auc_only():
