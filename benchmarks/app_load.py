@@ -150,9 +150,10 @@ async def _check_errors(page, tally: Tally, what: str) -> None:
                 break
 
 
-async def user(browser, url: str, kind: Kind, interactions: int, tally: Tally, done=None):
-    """Open ``kind``'s page on a new sample, then cycle sample / opacity / method."""
-    context = await browser.new_context(viewport={"width": 1400, "height": 1100})
+async def user(browser, url: str, kind: Kind, interactions: int, tally: Tally, done=None, ctx=None):
+    """Open ``kind``'s page on a new sample, then cycle sample / opacity / method; in ``ctx``
+    (a context that visited before: a returning reviewer) or a new context (a first visit)."""
+    context = ctx or await browser.new_context(viewport={"width": 1400, "height": 1100})
     try:
         page = await context.new_page()
         # Under load a rerun can take longer than Playwright's 30 s default.
@@ -256,15 +257,25 @@ def _pct(values: list[float], q: float) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-async def concurrent(browser, url, server, kinds, k: int, interactions: int, cooldown: float):
-    """K users at once; every third one on the 3D viewer."""
+async def concurrent(
+    browser, url, server, kinds, k: int, interactions: int, cooldown: float, returning=False
+):
+    """K users at once; every third one on the 3D viewer. ``returning``: each user's browser
+    opened the app once before (one at a time, not timed), so the bundle comes from its cache."""
+    contexts = [None] * k
+    if returning:
+        for u in range(k):
+            contexts[u] = await browser.new_context(viewport={"width": 1400, "height": 1100})
+            page, kind = await contexts[u].new_page(), kinds[1] if u % 3 == 2 else kinds[0]
+            await _open(page, RunWatcher(page), url + kind.path.format(index=0), kind.ready_text)
+            await page.close()
     tally = Tally()
     rss0, cpu0, browser0 = server.rss_mb(), server.cpu_s(), browser_cpu_s()
     start = time.perf_counter()
     await asyncio.gather(
         *(
-            user(browser, url, kinds[1] if u % 3 == 2 else kinds[0], interactions, tally)
-            for u in range(k)
+            user(browser, url, kinds[1] if u % 3 == 2 else kinds[0], interactions, tally, None, c)
+            for u, c in enumerate(contexts)
         )
     )
     wall = time.perf_counter() - start
@@ -274,6 +285,7 @@ async def concurrent(browser, url, server, kinds, k: int, interactions: int, coo
     ops = len(tally.loads) + tally.interactions
     return {
         "users": k,
+        "returning": returning,
         "loads": len(tally.loads),
         "load_p50_s": _pct(tally.loads, 50),
         "load_p95_s": _pct(tally.loads, 95),
@@ -536,7 +548,9 @@ async def _main_async(args) -> dict:
                 )
             report["concurrency"] = []
             for k in args.users:
-                row = await concurrent(browser, url, server, kinds, k, 3, args.cooldown)
+                row = await concurrent(
+                    browser, url, server, kinds, k, 3, args.cooldown, args.returning
+                )
                 report["concurrency"].append(row)
                 print(
                     f"K={k} done: {json.dumps({a: b for a, b in row.items() if a != 'errors'})}",
@@ -566,6 +580,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--malloc-arena-max", default="", help="MALLOC_ARENA_MAX for the server")
     parser.add_argument("--json", type=Path, help="also write the full report here")
     parser.add_argument("--proxy", action="store_true", help="serve through nginx (deploy/)")
+    parser.add_argument(
+        "--returning", action="store_true", help="K users whose browsers visited before"
+    )
     parser.add_argument(
         "--gzip", choices=("static", "on", "off"), default="static", help="nginx's compression"
     )

@@ -184,8 +184,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def streamlit_server(env: dict[str, str], log_path: Path, timeout: float = 90.0) -> Iterator[str]:
-    """Run ``streamlit run app/Home.py`` on 127.0.0.1 and a free port; yield its base URL.
+def streamlit_server(
+    env: dict[str, str], log_path: Path, timeout: float = 90.0, script: str = "app/Home.py"
+) -> Iterator[str]:
+    """Run ``streamlit run app/Home.py`` (or ``script``) on 127.0.0.1 and a free port; yield
+    its base URL.
 
     The server gets its own process group, so stopping it also stops what it spawned (except
     a training worker, which detaches on purpose; see ``stop_worker``).
@@ -203,7 +206,7 @@ def streamlit_server(env: dict[str, str], log_path: Path, timeout: float = 90.0)
         "-m",
         "streamlit",
         "run",
-        "app/Home.py",
+        script,
         "--server.port",
         str(port),
         "--server.address",
