@@ -298,8 +298,9 @@ def serve(
     Raises:
         SetupError: nginx missing, an unsafe ``listen``, or a server that did not start.
     """
-    nginx = nginx_binary()
+    # the address first: an unsafe one is refused whether or not nginx is installed
     check_listen(listen, _secrets(secrets_paths()))
+    nginx = nginx_binary()
     prefix = Path(tempfile.mkdtemp(prefix="medmnist-nginx-"))
     streamlit_proc = nginx_proc = None
     try:

@@ -130,7 +130,9 @@ def test_stopping_the_launcher_stops_both_servers_and_removes_its_files(tmp_path
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
 
 
-def test_network_facing_proxy_is_refused_without_a_researcher_password(tmp_path, monkeypatch):
+def test_network_facing_proxy_is_refused_without_a_researcher_password(
+    tmp_path, monkeypatch, capsys
+):
     monkeypatch.setattr(nginx, "secrets_paths", lambda: [tmp_path / "secrets.toml"])
     with pytest.raises(nginx.SetupError, match=r"Refusing to listen on '0.0.0.0'.*\n1\. "):
         nginx.check_listen("0.0.0.0", {})
@@ -140,6 +142,7 @@ def test_network_facing_proxy_is_refused_without_a_researcher_password(tmp_path,
     nginx.check_listen("0.0.0.0", {"auth": {"redirect_uri": "https://x/oauth2callback"}})
     # the CLI says so and starts nothing
     assert nginx.main(["--listen", "0.0.0.0", "--port", "0"]) == 2
+    assert "Refusing to listen on '0.0.0.0'" in capsys.readouterr().err
     (tmp_path / "secrets.toml").write_text("researcher_password_hash = \n")  # broken TOML
     with pytest.raises(nginx.SetupError, match="not valid TOML"):
         nginx._secrets(nginx.secrets_paths())
