@@ -161,6 +161,28 @@ def check_listen(address: str, secrets: dict) -> None:
     )
 
 
+def check_port(listen: str, port: int) -> None:
+    """Fail before starting anything when nginx could not listen on ``listen:port``.
+
+    Raises:
+        SetupError: the port is taken, or needs privileges this user lacks.
+    """
+    if not port:
+        return
+    family = socket.AF_INET6 if ":" in listen else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as nginx does
+        try:
+            sock.bind((listen, port))
+        except OSError as exc:
+            raise SetupError(
+                f"Cannot listen on {listen}:{port}: {exc.strerror}.\n"
+                "1. Pick another port: `python -m deploy.nginx --port 8081`.\n"
+                "2. Or stop what uses it (`ss -ltnp | grep :{port}` shows it).\n"
+                "3. Ports below 1024 need root."
+            ) from exc
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -300,6 +322,7 @@ def serve(
     """
     # the address first: an unsafe one is refused whether or not nginx is installed
     check_listen(listen, _secrets(secrets_paths()))
+    check_port(listen, port)  # before Streamlit's start-up, not after it
     nginx = nginx_binary()
     prefix = Path(tempfile.mkdtemp(prefix="medmnist-nginx-"))
     streamlit_proc = nginx_proc = None

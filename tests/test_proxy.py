@@ -148,6 +148,20 @@ def test_network_facing_proxy_is_refused_without_a_researcher_password(
         nginx._secrets(nginx.secrets_paths())
 
 
+def test_a_port_in_use_is_reported_before_anything_starts(capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        assert nginx.main(["--port", str(port)]) == 2
+        assert time.monotonic() - started < 2, "Streamlit was started before the port check"
+    err = capsys.readouterr().err
+    assert f"Cannot listen on 127.0.0.1:{port}" in err and "1. Pick another port" in err
+
+
 def test_missing_nginx_gets_install_steps(monkeypatch, capsys):
     monkeypatch.setenv("NGINX", "/nonexistent/nginx")
     assert nginx.main(["--port", "0"]) == 2
