@@ -404,22 +404,30 @@ def main(argv: list[str] | None = None) -> int:
         help="static: compress the bundle once at start (default); on: every response; off",
     )
     args = parser.parse_args(argv)
-    stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    # Ctrl+C and SIGTERM (systemd, docker stop) both stop the two servers, at start-up too.
+    # SIGINT explicitly: a process started in the background by a shell (`make serve-proxy &`,
+    # nohup) inherits SIGINT as ignored, and Python then never raises KeyboardInterrupt.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
     try:
         with serve(listen=args.listen, port=args.port, gzip_mode=args.gzip) as proxy:
             print(f"The app is at {proxy.url} (Streamlit on 127.0.0.1:{proxy.streamlit_port})")
             print("Ctrl+C stops both servers.", flush=True)
-            with contextlib.suppress(KeyboardInterrupt):
-                while not stop:
-                    time.sleep(0.5)
-                    if name := proxy.stopped():
-                        print(f"{name} stopped; stopping the other.", file=sys.stderr)
-                        return 1
+            while True:
+                time.sleep(0.5)
+                if name := proxy.stopped():
+                    print(f"{name} stopped; stopping the other.", file=sys.stderr)
+                    return 1
+    except KeyboardInterrupt:  # serve() has stopped both servers and removed its folder
+        print("Stopped.", file=sys.stderr)
+        return 0
     except SetupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

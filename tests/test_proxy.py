@@ -9,6 +9,7 @@ Screenshots go to ``test-artifacts/browser/proxy_*.png``.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import re
 import time
@@ -128,6 +129,63 @@ def test_stopping_the_launcher_stops_both_servers_and_removes_its_files(tmp_path
     assert not prefix.exists()
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_stops_both_servers_even_when_started_in_the_background(how, tmp_path):
+    """A shell's background job (`make serve-proxy &`) starts with SIGINT ignored; Ctrl+C
+    (SIGINT) and `kill` (SIGTERM) must still stop nginx and Streamlit and remove the folder."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    _require_nginx()
+    env = {
+        **os.environ,
+        "JOBS_DB": str(tmp_path / "jobs.sqlite"),
+        "JOBS_WORKER_AUTOSTART": "0",
+        "TMPDIR": str(tmp_path),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deploy.nginx", "--port", "0", "--gzip", "off"],
+        cwd=nginx.REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        line = proc.stdout.readline()
+        assert "The app is at" in line, line + proc.stdout.read()
+        (prefix,) = tmp_path.glob("medmnist-nginx-*")
+        pids = [int(p) for p in re.findall(r"\d+", (prefix / "nginx.pid").read_text())]
+        proc.send_signal(getattr(signal, how))
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:  # the test failed: do not leave its servers running
+            proc.kill()
+            for leftover in _started_under(tmp_path):
+                with contextlib.suppress(OSError):
+                    os.kill(leftover, signal.SIGKILL)
+    assert not prefix.exists(), "the launcher left its nginx folder behind"
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists(), f"nginx {pid} still runs"
+    assert not _started_under(tmp_path), "a server started by the launcher still runs"
+
+
+def _started_under(tmp_path: Path) -> list[int]:
+    """Live processes whose environment names ``tmp_path`` (the launcher's children)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if str(tmp_path).encode() in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+    return found
 
 
 def test_network_facing_proxy_is_refused_without_a_researcher_password(
